@@ -1,0 +1,55 @@
+# `make help` lists the targets. Every target sets up the venv first if pyproject.toml changed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# Embedded defaults: everything under .storage/ (git-ignored), Prefect offline and quiet.
+export PREFECT_HOME ?= $(CURDIR)/.storage/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= true
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test lint format mlflow-ui prefect-ui bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## create .venv and install the project with its test tools
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	mkdir -p $(PREFECT_HOME)
+	touch $@
+
+run: setup ## train the demo churn model end to end: python flows/train.py
+	mkdir -p $(PREFECT_HOME)
+	$(BIN)/python flows/train.py
+
+test: setup lint ## lint, then run every test (unit and integration)
+	mkdir -p $(PREFECT_HOME)
+	$(BIN)/python -m pytest
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+mlflow-ui: setup ## browse runs, models and artifacts at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.storage/mlflow.db --host 127.0.0.1 --port 5000
+
+prefect-ui: setup ## browse flow runs and artifacts at http://127.0.0.1:4200
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+bench: setup ## framework overhead of the training flow against a bare Optuna script
+	$(BIN)/python benchmarks/train_overhead.py
+
+clean: ## delete generated state (.storage/: MLflow store, data snapshots, Prefect DB)
+	rm -rf .storage

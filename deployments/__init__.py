@@ -1,0 +1,1 @@
+"""Work pool, automations and the local stack (open issue: operations). Nothing here yet."""

@@ -1,0 +1,1 @@
+"""Ray Serve application (open issue: serving on Ray Serve). Nothing here yet."""

@@ -1,0 +1,96 @@
+"""Loading tables from local paths or s3://, content-hash versioning, and the held-out split."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import pandas as pd
+
+from tasks import storage
+from tasks.settings import Settings
+
+READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+class DataLoadError(ValueError):
+    """A file could not be turned into a table: missing, empty, unreadable or an unknown format."""
+
+
+def table_format(uri: str) -> str:
+    lowered = uri.lower().split("?")[0]
+    for suffix, kind in READERS.items():
+        if lowered.endswith(suffix):
+            return kind
+    raise DataLoadError(f"{uri}: unsupported file type; expected one of {sorted(READERS)}")
+
+
+def load_table(uri: str, settings: Settings) -> pd.DataFrame:
+    """Read a CSV or Parquet file from a local path or s3:// URL, with a specific error for each way it fails."""
+    kind = table_format(uri)
+    try:
+        raw = storage.read_bytes(uri, settings)
+    except FileNotFoundError:
+        raise DataLoadError(f"{uri}: file not found") from None
+    if not raw.strip():
+        raise DataLoadError(f"{uri}: file is empty")
+    try:
+        frame = pd.read_csv(io.BytesIO(raw)) if kind == "csv" else pd.read_parquet(io.BytesIO(raw))
+    except UnicodeDecodeError as err:
+        raise DataLoadError(f"{uri}: not valid UTF-8 text ({err.reason} at byte {err.start})") from None
+    except Exception as err:  # each reader raises its own family of errors for a corrupt file
+        raise DataLoadError(f"{uri}: unreadable as {kind}: {type(err).__name__}: {err}") from None
+    if frame.columns.duplicated().any() or any(str(c).rsplit(".", 1)[0] in frame.columns for c in _mangled(frame)):
+        raise DataLoadError(f"{uri}: duplicated column names in the header")
+    if frame.empty:
+        raise DataLoadError(f"{uri}: file has a header but no rows")
+    return frame
+
+
+def _mangled(frame: pd.DataFrame) -> list[str]:
+    """pandas renames a repeated CSV header `x` to `x.1`; those names betray a duplicated header."""
+    return [str(c) for c in frame.columns if str(c).rsplit(".", 1)[-1].isdigit() and "." in str(c)]
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """A digest of the values, column names and dtypes, independent of file format and row index."""
+    digest = hashlib.sha256()
+    digest.update("|".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DataVersion:
+    dataset: str
+    digest: str
+    uri: str
+    rows: int
+    created: bool  # False when this exact data was already stored
+
+
+def snapshot(frame: pd.DataFrame, dataset: str, settings: Settings) -> DataVersion:
+    """Store the accepted data once under its content hash: the same data never makes a second file."""
+    digest = content_hash(frame)
+    uri = storage.join(settings.storage_url, "datasets", dataset, f"{digest}.parquet")
+    if storage.exists(uri, settings):
+        return DataVersion(dataset, digest, uri, len(frame), created=False)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    created = storage.write_bytes_once(uri, buffer.getvalue(), settings)
+    return DataVersion(dataset, digest, uri, len(frame), created=created)
+
+
+def split(frame: pd.DataFrame, test_size: float, key_columns: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Held-out rows chosen by a hash of each row's key (its id columns, else all its values), not by a seed.
+
+    A row therefore lands on the same side in every run and every data version: the champion never trained
+    on the rows a challenger is judged on, so the gate compares the two fairly.
+    """
+    keys = frame[key_columns] if key_columns else frame
+    buckets = pd.util.hash_pandas_object(keys, index=False).to_numpy() % 10_000
+    is_test = buckets < int(test_size * 10_000)
+    if is_test.all() or not is_test.any():
+        raise ValueError(f"{len(frame)} rows are too few to hold out {test_size:.0%} and still train")
+    return frame[~is_test].reset_index(drop=True), frame[is_test].reset_index(drop=True)

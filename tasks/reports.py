@@ -1,0 +1,84 @@
+"""Human-readable documents: the model card and the gate decision, as Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.data import DataVersion
+from tasks.registry import GateDecision
+
+
+def model_card(
+    *,
+    model_name: str,
+    version: str,
+    task_type: str,
+    target: str,
+    data: DataVersion,
+    features: list[str],
+    metrics: dict[str, float],
+    params: dict[str, Any],
+    git_commit: str,
+    decision: GateDecision | None = None,
+) -> str:
+    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
+    gate = (
+        ""
+        if decision is None
+        else (
+            f"\n## Quality gate\n**{'passed' if decision.promote else 'rejected'}**\n\n"
+            + "\n".join(f"- {r}" for r in decision.reasons)
+            + "\n"
+        )
+    )
+    return f"""# Model card: {model_name} v{version}
+
+## Intended use
+Scores `{target}` ({task_type}) for rows shaped like the training data below. Use it to rank or flag
+records for a human or downstream decision, at the volumes and on the population it was trained on.
+
+## Data
+- Dataset: `{data.dataset}`, version `{data.digest}` ({data.rows} rows), snapshot `{data.uri}`
+- Features ({len(features)}): {", ".join(f"`{f}`" for f in features)}
+- Code: git commit `{git_commit}`
+
+## Held-out metrics
+| metric | value |
+|---|---|
+{metric_rows}
+
+## Parameters
+| parameter | value |
+|---|---|
+{param_rows}
+{gate}
+## Limitations
+- Trained on one snapshot; quality degrades when the input distribution or the relationship to the target
+  drifts. The monitoring flow watches for that.
+- Rows that fail the training schema (unknown categories, out-of-range values) are refused, not scored.
+- Metrics come from a single held-out split; expect some variance on new data.
+"""
+
+
+def gate_markdown(model_name: str, version: str, decision: GateDecision, metrics: dict[str, float]) -> str:
+    verdict = "promoted to **@champion**" if decision.promote else "**rejected**; @champion unchanged"
+    champion = (
+        f"v{decision.champion_version} scored {decision.champion_primary:.4f} on the same held-out data"
+        if decision.champion_version
+        else "there was no champion"
+    )
+    reasons = "\n".join(f"- {r}" for r in decision.reasons)
+    metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
+    return f"""# {model_name} v{version}: {verdict}
+
+Candidate primary metric {decision.candidate_primary:.4f}; {champion}.
+
+## Why
+{reasons}
+
+## Candidate held-out metrics
+| metric | value |
+|---|---|
+{metric_rows}
+"""

@@ -1,0 +1,170 @@
+"""Pandera schemas: the demo's declared schema, inference for bring-your-own data, and readable reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from tasks import demo_data
+
+MODEL_SCHEMA_FILE = "extra_files/schema.json"  # where log_model puts the schema inside every model
+MAX_CATEGORIES = 50
+MAX_EXAMPLES = 5
+TABLE_CHECKS = {
+    "column_in_dataframe": "required column is missing",
+    "column_in_schema": "unexpected column, not in the schema",
+    "has_rows": "no rows to validate",
+}
+
+
+def demo_schema() -> pa.DataFrameSchema:
+    """The contract the demo churn data (and every request scored by its model) must meet."""
+    return pa.DataFrameSchema(
+        {
+            demo_data.ID_COLUMN: pa.Column(str, pa.Check.str_matches(r"^C\d{4}-\d{6}$")),
+            demo_data.TIMESTAMP_COLUMN: pa.Column("datetime64[ns]"),
+            "age": pa.Column(float, pa.Check.in_range(18, 110), nullable=True),
+            "senior_citizen": pa.Column(int, pa.Check.isin([0, 1])),
+            "region": pa.Column(str, pa.Check.isin(demo_data.REGIONS)),
+            "contract": pa.Column(str, pa.Check.isin(demo_data.CONTRACTS)),
+            "payment_method": pa.Column(str, pa.Check.isin(demo_data.PAYMENT_METHODS)),
+            "internet_service": pa.Column(str, pa.Check.isin(demo_data.INTERNET_SERVICES)),
+            "tenure_months": pa.Column(int, pa.Check.in_range(0, 120)),
+            "monthly_charges": pa.Column(float, pa.Check.in_range(0, 1000)),
+            "total_charges": pa.Column(float, pa.Check.in_range(0, 200_000), nullable=True),
+            "support_tickets": pa.Column(int, pa.Check.in_range(0, 100)),
+            "data_usage_gb": pa.Column(float, pa.Check.in_range(0, 10_000), nullable=True),
+            demo_data.TARGET: pa.Column(int, pa.Check.isin([0, 1])),
+        },
+        coerce=True,
+        strict=True,
+        name="churn-demo",
+    )
+
+
+def infer_schema(
+    frame: pd.DataFrame, target: str, classification: bool, timestamp_column: str | None = None
+) -> pa.DataFrameSchema:
+    """A schema learned from the first accepted data: types, which columns may be null, the categories
+    of low-cardinality text columns, non-negativity of numbers that were never negative, and the classes
+    of a classification target. Later data is held to it."""
+    columns: dict[str, pa.Column] = {}
+    for name in frame.columns:
+        series = frame[name]
+        nullable = bool(series.isna().any()) and name != target
+        if name == timestamp_column or pd.api.types.is_datetime64_any_dtype(series):
+            columns[name] = pa.Column("datetime64[ns]", nullable=nullable)
+        elif pd.api.types.is_bool_dtype(series):
+            columns[name] = pa.Column(bool, nullable=nullable)
+        elif pd.api.types.is_numeric_dtype(series):
+            columns[name] = _numeric_column(series, nullable, is_class_target=classification and name == target)
+        else:
+            columns[name] = _text_column(series.astype("string"), nullable, force_categories=name == target)
+    return pa.DataFrameSchema(columns, coerce=True, strict=True, name="inferred")
+
+
+def _numeric_column(series: pd.Series, nullable: bool, is_class_target: bool) -> pa.Column:
+    values = series.dropna()
+    is_integer = pd.api.types.is_integer_dtype(series) or (
+        len(values) > 0 and bool((values == values.round()).all()) and not nullable
+    )
+    dtype: type = int if is_integer and not nullable else float
+    checks: list[pa.Check] = []
+    if is_class_target:
+        checks.append(pa.Check.isin(sorted(values.astype(dtype).unique().tolist())))
+    elif len(values) and values.min() >= 0:
+        checks.append(pa.Check.ge(0))
+    return pa.Column(dtype, checks=checks, nullable=nullable)
+
+
+def _text_column(series: pd.Series, nullable: bool, force_categories: bool) -> pa.Column:
+    values = series.dropna()
+    categories = sorted(values.unique().tolist())
+    looks_categorical = len(categories) <= MAX_CATEGORIES and len(categories) < max(2, 0.5 * len(values))
+    checks = [pa.Check.isin(categories)] if (looks_categorical or force_categories) else []
+    return pa.Column(str, checks=checks, nullable=nullable)
+
+
+def schema_to_json(schema: pa.DataFrameSchema) -> str:
+    return schema.to_json()
+
+
+def schema_from_json(text: str) -> pa.DataFrameSchema:
+    return pa.DataFrameSchema.from_json(text)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One kind of failure: a check on a column and the rows it failed on."""
+
+    column: str
+    check: str
+    rows: int
+    examples: list[Any] = field(default_factory=list)
+
+    def describe(self) -> str:
+        where = f"column '{self.column}'" if self.column else "table"
+        if self.check in TABLE_CHECKS:
+            return f"{where}: {TABLE_CHECKS[self.check]}"
+        shown = ", ".join(repr(e) for e in self.examples)
+        rows = f"{self.rows} row{'s' if self.rows != 1 else ''}" if self.rows else "the table"
+        return f"{where}: check {self.check} failed for {rows}" + (f", e.g. {shown}" if shown else "")
+
+
+class DataValidationError(ValueError):
+    """Data broke its schema. Carries every problem found (validation is lazy), grouped and counted."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p.describe()}" for p in problems)
+        super().__init__(f"Data validation failed for {source}: {len(problems)} problem(s)\n{lines}")
+
+    def as_table(self) -> list[dict[str, Any]]:
+        return [
+            {"column": p.column, "check": p.check, "failing_rows": p.rows, "examples": ", ".join(map(repr, p.examples))}
+            for p in self.problems
+        ]
+
+
+def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.DataFrame:
+    """Validate all checks at once and return the coerced frame, or raise DataValidationError."""
+    if frame.empty:
+        raise DataValidationError(source, [Problem(column="", check="has_rows", rows=0)])
+    try:
+        return schema.validate(frame, lazy=True)
+    except SchemaErrors as err:
+        raise DataValidationError(source, summarize_failures(err.failure_cases)) from None
+
+
+def summarize_failures(failure_cases: pd.DataFrame) -> list[Problem]:
+    """Group pandera's row-per-failure table into one problem per (column, check), leaving out the echoes
+    of a value that could not be coerced (the dtype check and range checks that then crash on it)."""
+    cases = failure_cases.copy()
+    cases["column"] = cases["column"].fillna("").astype(str)
+    cases = cases[~cases.apply(_is_echo, axis=1, cases=cases)]
+    problems = []
+    for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
+        if group["schema_context"].iloc[0] == "DataFrameSchema":
+            # table-level checks (missing or unexpected columns) name the column in failure_case
+            column = ", ".join(str(c) for c in group["failure_case"])
+            problems.append(Problem(column=column, check=str(check), rows=0))
+            continue
+        examples = group["failure_case"].drop_duplicates().head(MAX_EXAMPLES).tolist()
+        problems.append(Problem(column=str(column), check=str(check), rows=len(group), examples=examples))
+    return problems
+
+
+def _is_echo(row: pd.Series, cases: pd.DataFrame) -> bool:
+    same_column = cases[cases["column"] == row["column"]]["check"].astype(str)
+    check, case = str(row["check"]), row["failure_case"]
+    if check.startswith("dtype(") and same_column.str.startswith("coerce_dtype(").any():
+        return True
+    if isinstance(case, str) and case.startswith(("TypeError(", "ValueError(")):
+        return True
+    # a null that also failed not_nullable is reported once, as a null
+    return check.startswith("coerce_dtype(") and pd.isna(case) and (same_column == "not_nullable").any()

@@ -1,0 +1,60 @@
+"""Where things live. One typed object, read from `CHURNOPS_*` environment variables when asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Storage, tracking and naming for every flow. Defaults run on one laptop with nothing installed."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+
+    storage_url: str = Field(
+        default=str(PROJECT_ROOT / ".storage"),
+        description="Local folder or s3://bucket/prefix for data snapshots, schemas, reports and logs.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint for non-AWS stores (moto, MinIO); None means AWS."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; None means a SQLite file in the local state folder."
+    )
+    mlflow_artifact_location: str | None = Field(
+        default=None, description="Artifact root for new experiments; None means <storage_url>/mlartifacts."
+    )
+    model_name: str = "churn"
+    experiment_name: str = "churn"
+
+    @property
+    def is_remote_storage(self) -> bool:
+        return "://" in self.storage_url and not self.storage_url.startswith("file://")
+
+    @property
+    def local_state_dir(self) -> Path:
+        """Local folder for files that must live on this machine (the embedded SQLite stores)."""
+        if self.is_remote_storage:
+            return PROJECT_ROOT / ".storage"
+        return Path(self.storage_url.removeprefix("file://"))
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.local_state_dir / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        if self.is_remote_storage:
+            return f"{self.storage_url.rstrip('/')}/mlartifacts"
+        return (self.local_state_dir / "mlartifacts").as_uri()
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build settings now, from the environment, with explicit overrides winning."""
+    return Settings(**overrides)

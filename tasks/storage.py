@@ -1,0 +1,62 @@
+"""One way to reach storage: a local folder or s3:// through fsspec/s3fs, configured from Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+
+from tasks.settings import Settings
+
+
+def storage_options(url: str, settings: Settings) -> dict[str, Any]:
+    """fsspec/pandas storage options for `url`: the custom S3 endpoint when one is set."""
+    if url.startswith("s3://") and settings.s3_endpoint_url:
+        return {"client_kwargs": {"endpoint_url": settings.s3_endpoint_url}}
+    return {}
+
+
+def filesystem(url: str, settings: Settings) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem behind `url` and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url, settings))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def write_bytes_once(url: str, data: bytes, settings: Settings) -> bool:
+    """Write `data` at `url` unless something is already there. Returns True when it wrote.
+
+    Content-addressed files never change, so an existing file is the same file.
+    The write goes to a temporary name first so a killed run leaves no half file under the real name.
+    """
+    fs, path = filesystem(url, settings)
+    if fs.exists(path):
+        return False
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{path}.partial"
+    with fs.open(tmp, "wb") as fh:
+        fh.write(data)
+    fs.mv(tmp, path)
+    return True
+
+
+def read_bytes(url: str, settings: Settings) -> bytes:
+    fs, path = filesystem(url, settings)
+    with fs.open(path, "rb") as fh:
+        return fh.read()
+
+
+def exists(url: str, settings: Settings) -> bool:
+    fs, path = filesystem(url, settings)
+    return fs.exists(path)
+
+
+def write_bytes(url: str, data: bytes, settings: Settings) -> None:
+    fs, path = filesystem(url, settings)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "wb") as fh:
+        fh.write(data)

@@ -1,0 +1,165 @@
+"""Loading, validation reports, schema inference and content-hash versioning, on small frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from tasks import data, schemas
+from tasks.demo_data import ID_COLUMN, TARGET, make_churn_data
+
+
+@pytest.fixture(scope="module")
+def demo() -> pd.DataFrame:
+    return make_churn_data(n_rows=400, seed=7)
+
+
+def problem_checks(err: schemas.DataValidationError) -> dict[str, str]:
+    return {p.column: p.check for p in err.problems}
+
+
+def test_demo_data_is_deterministic_and_valid(demo):
+    again = make_churn_data(n_rows=400, seed=7)
+    pd.testing.assert_frame_equal(demo, again)
+    accepted = schemas.validate(demo, schemas.demo_schema(), "demo")
+    assert len(accepted) == 400
+    assert demo["age"].isna().any(), "the demo has missing values, like real exports"
+    assert set(demo[TARGET].unique()) == {0, 1}
+
+
+def test_drift_knob_moves_the_distribution():
+    base = make_churn_data(n_rows=3000, seed=1)
+    drifted = make_churn_data(n_rows=3000, seed=1, drift=1.0)
+    assert drifted["monthly_charges"].mean() > base["monthly_charges"].mean() + 15
+    assert (drifted["contract"] == "month-to-month").mean() > (base["contract"] == "month-to-month").mean() + 0.15
+    schemas.validate(drifted, schemas.demo_schema(), "drifted")  # drifted, yet still valid data
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "column", "check"),
+    [
+        (lambda f: f.drop(columns=["contract"]), "contract", "column_in_dataframe"),
+        (lambda f: f.drop(columns=[TARGET]), TARGET, "column_in_dataframe"),
+        (
+            lambda f: f.assign(tenure_months=f["tenure_months"].astype(object).where(f.index != 3, "ten")),
+            "tenure_months",
+            "coerce_dtype('int64')",
+        ),
+        (
+            lambda f: f.assign(monthly_charges=f["monthly_charges"].where(f.index != 5)),
+            "monthly_charges",
+            "not_nullable",
+        ),
+        (lambda f: f.assign(age=f["age"].where(f.index != 2, 250.0)), "age", "in_range(18, 110)"),
+        (lambda f: f.assign(region=f["region"].where(f.index != 1, "atlantis")), "region", "isin"),
+        (lambda f: f.assign(extra=1), "extra", "column_in_schema"),
+    ],
+    ids=[
+        "missing-column",
+        "missing-target",
+        "wrong-type",
+        "null-not-allowed",
+        "out-of-range",
+        "unknown-category",
+        "unexpected-column",
+    ],
+)
+def test_each_bad_input_gets_a_specific_problem(demo, corrupt, column, check):
+    with pytest.raises(schemas.DataValidationError) as info:
+        schemas.validate(corrupt(demo.copy()), schemas.demo_schema(), "bad.csv")
+    checks = problem_checks(info.value)
+    assert column in checks, str(info.value)
+    assert checks[column].startswith(check)
+    assert "bad.csv" in str(info.value)
+
+
+def test_all_failures_are_reported_at_once_with_counts_and_examples(demo):
+    bad = demo.copy()
+    bad.loc[:9, "age"] = -1.0
+    bad.loc[20:22, "contract"] = "lifetime"
+    with pytest.raises(schemas.DataValidationError) as info:
+        schemas.validate(bad, schemas.demo_schema(), "batch.csv")
+    by_column = {p.column: p for p in info.value.problems}
+    assert by_column["age"].rows == 10 and by_column["age"].examples == [-1.0]
+    assert by_column["contract"].rows == 3 and by_column["contract"].examples == ["lifetime"]
+    table = info.value.as_table()
+    assert {row["column"] for row in table} == {"age", "contract"}
+    assert "10 rows" in str(info.value) and "'lifetime'" in str(info.value)
+
+
+def test_empty_frame_is_rejected(demo):
+    with pytest.raises(schemas.DataValidationError, match="no rows"):
+        schemas.validate(demo.iloc[:0], schemas.demo_schema(), "empty")
+
+
+def test_inferred_schema_round_trips_and_holds_later_data_to_it(demo):
+    inferred = schemas.infer_schema(demo, TARGET, classification=True, timestamp_column="event_timestamp")
+    restored = schemas.schema_from_json(schemas.schema_to_json(inferred))
+    schemas.validate(make_churn_data(n_rows=300, seed=8), restored, "later")
+    later = make_churn_data(n_rows=300, seed=9)
+    later.loc[0, "payment_method"] = "bitcoin"
+    later.loc[1, "tenure_months"] = -4
+    later.loc[2, TARGET] = 2
+    with pytest.raises(schemas.DataValidationError) as info:
+        schemas.validate(later, restored, "later")
+    assert set(problem_checks(info.value)) == {"payment_method", "tenure_months", TARGET}
+
+
+def write(tmp_path, name: str, content: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "file is empty"),
+        ("header.csv", b"a,b,c\n", "header but no rows"),
+        ("broken.parquet", b"PAR1 this is not parquet", "unreadable as parquet"),
+        ("latin1.csv", "name,city\nJosé,Zürich\n".encode("latin-1"), "not valid UTF-8"),
+        ("dup.csv", b"a,b,a\n1,2,3\n", "duplicated column names"),
+        ("table.xlsx", b"whatever", "unsupported file type"),
+    ],
+)
+def test_unloadable_files_get_a_specific_error(tmp_path, settings, name, content, message):
+    with pytest.raises(data.DataLoadError, match=message):
+        data.load_table(write(tmp_path, name, content), settings)
+
+
+def test_missing_file(tmp_path, settings):
+    with pytest.raises(data.DataLoadError, match="file not found"):
+        data.load_table(str(tmp_path / "nope.csv"), settings)
+
+
+def test_csv_and_parquet_load_the_same_table(tmp_path, settings, demo):
+    demo.to_csv(tmp_path / "d.csv", index=False)
+    demo.to_parquet(tmp_path / "d.parquet", index=False)
+    from_csv = data.load_table(str(tmp_path / "d.csv"), settings)
+    from_parquet = data.load_table(str(tmp_path / "d.parquet"), settings)
+    assert list(from_csv.columns) == list(from_parquet.columns) and len(from_csv) == len(from_parquet)
+
+
+def test_content_hash_depends_on_values_not_on_the_index(demo):
+    assert data.content_hash(demo) == data.content_hash(demo.set_axis(range(100, 500)))
+    changed = demo.copy()
+    changed.loc[0, "tenure_months"] += 1
+    assert data.content_hash(changed) != data.content_hash(demo)
+
+
+def test_snapshot_is_written_once(settings, demo):
+    first = data.snapshot(demo, "churn", settings)
+    second = data.snapshot(demo.copy(), "churn", settings)
+    assert first.created and not second.created and first.uri == second.uri
+    files = list((settings.local_state_dir / "datasets" / "churn").iterdir())
+    assert [f.name for f in files] == [f"{first.digest}.parquet"]
+    pd.testing.assert_frame_equal(pd.read_parquet(first.uri), demo.reset_index(drop=True))
+
+
+def test_split_is_stable_by_row_key_across_data_versions(demo):
+    _, test_a = data.split(demo, 0.25, [ID_COLUMN])
+    bigger = pd.concat([demo, make_churn_data(n_rows=200, seed=99)], ignore_index=True)
+    train_b, test_b = data.split(bigger, 0.25, [ID_COLUMN])
+    assert set(test_a[ID_COLUMN]) <= set(test_b[ID_COLUMN])
+    assert not set(train_b[ID_COLUMN]) & set(test_a[ID_COLUMN])
+    assert 0.15 < len(test_a) / len(demo) < 0.35
