@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -24,6 +25,9 @@ def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists with our artifact root."""
     if not settings.is_remote_storage:
         settings.local_state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.s3_endpoint_url:
+        # MLflow's S3 artifact store reads its endpoint only from the environment
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
