@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -41,16 +42,17 @@ def load_table(uri: str, settings: Settings) -> pd.DataFrame:
         raise DataLoadError(f"{uri}: not valid UTF-8 text ({err.reason} at byte {err.start})") from None
     except Exception as err:  # each reader raises its own family of errors for a corrupt file
         raise DataLoadError(f"{uri}: unreadable as {kind}: {type(err).__name__}: {err}") from None
-    if frame.columns.duplicated().any() or any(str(c).rsplit(".", 1)[0] in frame.columns for c in _mangled(frame)):
-        raise DataLoadError(f"{uri}: duplicated column names in the header")
+    if frame.columns.duplicated().any() or _renamed_duplicates(frame):
+        raise DataLoadError(f"{uri}: duplicated column names in the header: {_renamed_duplicates(frame)}")
     if frame.empty:
         raise DataLoadError(f"{uri}: file has a header but no rows")
     return frame
 
 
-def _mangled(frame: pd.DataFrame) -> list[str]:
-    """pandas renames a repeated CSV header `x` to `x.1`; those names betray a duplicated header."""
-    return [str(c) for c in frame.columns if str(c).rsplit(".", 1)[-1].isdigit() and "." in str(c)]
+def _renamed_duplicates(frame: pd.DataFrame) -> list[str]:
+    """pandas renames a repeated CSV header `x` to `x.1`; such a name beside `x` betrays a duplicated header."""
+    names = {str(c) for c in frame.columns}
+    return sorted(n.rsplit(".", 1)[0] for n in names if re.fullmatch(r".+\.\d+", n) and n.rsplit(".", 1)[0] in names)
 
 
 def content_hash(frame: pd.DataFrame) -> str:

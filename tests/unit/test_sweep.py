@@ -95,3 +95,14 @@ def test_fit_learns_something_for_every_family(frame, family):
     odd["region"] = ["atlantis", None]
     odd["age"] = [None, 40.0]
     assert model.predict_proba(odd).shape == (2, 2)
+
+
+def test_parallel_trials_in_threads_all_log_their_nested_run(client, settings, frame):
+    config = make_config(client, settings, n_trials=4)
+    study = create_study("threads", None, config.seed, config)
+    run_trials(study, config, frame, n_jobs=2)
+    children = client.search_runs(
+        [config.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{config.parent_run_id}'"
+    )
+    assert len(study.trials) >= 4
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [t.number for t in study.trials]

@@ -1,0 +1,221 @@
+"""The Ray Serve app on a real local Ray, called over HTTP: predictions, bad requests, token, hot swap."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+
+from tasks import registry
+from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
+
+pytestmark = pytest.mark.integration
+TOKEN = "test-token-3f9a"
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
+    """Two registered versions (v1 @champion, v2 not), and the app serving @champion on a local Ray."""
+    import ray
+    from ray import serve
+
+    from flows.train import TrainParams, train
+    from serving.app import build_app
+    from tasks.settings import get_settings
+
+    root = tmp_path_factory.mktemp("serving")
+    env = {
+        "CHURNOPS_STORAGE_URL": str(root / "storage"),
+        "CHURNOPS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "CHURNOPS_MODEL_NAME": "churn-serving",
+        "CHURNOPS_EXPERIMENT_NAME": "churn-serving",
+        "CHURNOPS_SERVING_TEST_TOKEN": TOKEN,
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        small = {"demo_rows": 600, "n_trials": 3, "cv_folds": 2}
+        first = train(TrainParams(**small))
+        second = train(TrainParams(**small, seed=5, gate=registry.GatePolicy(margin=1.0)))
+        assert first.promoted and not second.promoted
+        settings = get_settings()
+
+        port = free_port()
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=200 * 1024**2,
+            runtime_env={"env_vars": env},
+            log_to_driver=False,
+        )
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(
+            build_app(
+                {
+                    "poll_interval_s": 0.5,
+                    "api_token_env": "CHURNOPS_SERVING_TEST_TOKEN",
+                    "max_body_bytes": 50_000,
+                    "max_records": 100,
+                }
+            ),
+            name="churn",
+            route_prefix="/",
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while httpx.get(f"{url}/ready").status_code != 200:
+            assert time.time() < deadline, "the app never became ready"
+            time.sleep(0.5)
+        try:
+            yield {"url": url, "settings": settings, "versions": (first.model_version, second.model_version)}
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+
+def records(n: int, seed: int = 11) -> list[dict]:
+    frame = make_churn_data(n_rows=n, seed=seed).drop(columns=[TARGET, TIMESTAMP_COLUMN])
+    return json.loads(frame.to_json(orient="records"))
+
+
+def test_health_ready_metadata(served):
+    url = served["url"]
+    assert httpx.get(f"{url}/health").json() == {"status": "ok"}
+    ready = httpx.get(f"{url}/ready").json()
+    assert ready["ready"] and ready["version"] == "1"
+    meta = httpx.get(f"{url}/metadata").json()
+    assert (meta["model_name"], meta["model_version"], meta["alias"]) == ("churn-serving", "1", "champion")
+    assert meta["data_version"] and meta["input_schema"]["contract"]["type"] == "text"
+    assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def test_predictions_match_the_model_loaded_directly(served):
+    batch = records(25)
+    response = httpx.post(f"{served['url']}/predict", json=batch, headers=HEADERS)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "1" and body["request_id"] and len(body["predictions"]) == 25
+
+    import pandas as pd
+
+    mlflow.set_tracking_uri(served["settings"].tracking_uri)
+    model = mlflow.sklearn.load_model("models:/churn-serving/1")
+    frame = pd.DataFrame(batch).drop(columns=[ID_COLUMN])
+    expected = model.predict_proba(frame[model.feature_names_in_])[:, 1]
+    served_proba = [p["probabilities"]["1"] for p in body["predictions"]]
+    assert served_proba == pytest.approx(expected.tolist(), abs=1e-9)
+
+    one = httpx.post(f"{served['url']}/predict", json=batch[0], headers=HEADERS).json()
+    assert one["predictions"][0]["probabilities"]["1"] == pytest.approx(expected[0], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "phrase"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[]", 422, "non-empty list"),
+        (b"42", 422, "non-empty list"),
+        (json.dumps([{**records(1)[0], "tenure_months": "ten"}]).encode(), 422, "tenure_months"),
+        (json.dumps([{k: v for k, v in records(1)[0].items() if k != "contract"}]).encode(), 422, "field required"),
+        (json.dumps([{**records(1)[0], "contract": "lifetime"}]).encode(), 422, "unknown category"),
+        (json.dumps([{**records(1)[0], "age": 400}]).encode(), 422, "out of range"),
+        (json.dumps(records(101)).encode(), 413, "at most 100"),
+        (b"[" + b" " * 60_000 + b"]", 413, "larger than"),
+    ],
+    ids=[
+        "bad-json",
+        "empty-list",
+        "not-a-list",
+        "wrong-type",
+        "missing-field",
+        "unknown-category",
+        "out-of-range",
+        "too-many-records",
+        "body-too-large",
+    ],
+)
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong(served, body, status, phrase):
+    response = httpx.post(
+        f"{served['url']}/predict", content=body, headers={**HEADERS, "content-type": "application/json"}
+    )
+    assert response.status_code == status, response.text
+    assert phrase in response.text
+
+
+def test_token_is_required_when_configured(served):
+    batch = records(1)
+    assert httpx.post(f"{served['url']}/predict", json=batch).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.post(f"{served['url']}/predict", json=batch, headers=wrong).status_code == 401
+
+
+def test_hot_swap_under_load_fails_no_request(served):
+    url, settings = served["url"], served["settings"]
+    v1, v2 = served["versions"]
+    client = registry.connect(settings)
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer(seed: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            payload = records(3, seed=seed)
+            while not stop.is_set():
+                response = http.post(f"{url}/predict", json=payload, headers=HEADERS)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+                else:
+                    seen.append(response.json()["model_version"])
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(2)
+        registry.set_champion(client, settings.model_name, v2, "promote", "test", "hot swap under load")
+        deadline = time.time() + 60
+        while v2 not in seen[-20:] and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        registry.set_champion(client, settings.model_name, v1, "rollback", "test", "restore for other tests")
+
+    assert not failures, failures[:5]
+    assert seen[0] == v1 and seen[-1] == v2
+    first_v2 = seen.index(v2)
+    assert set(seen[first_v2:]) == {v2}, "once switched, the replica never answers with the old version"
+    assert len(seen) > 50
+
+
+def test_gpu_request_is_carried_by_configuration():
+    """No GPU here: check that `num_gpus` in the serve config parses and reaches the replica's resource request."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from serving.app import ModelServer
+
+    config = yaml.safe_load(Path("serving/config.yaml").read_text())
+    champion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "champion")
+    assert champion["ray_actor_options"]["num_gpus"] == 0, "CPU by default"
+    champion["ray_actor_options"]["num_gpus"] = 1
+    parsed = ServeDeploySchema.model_validate(config).applications[0].deployments[0]
+    options = parsed.ray_actor_options.model_dump(exclude_unset=True)
+    assert options == {"num_cpus": 0.5, "num_gpus": 1}
+    assert ModelServer.options(name="champion", ray_actor_options=options).ray_actor_options["num_gpus"] == 1
