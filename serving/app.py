@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
 from serving.validation import RequestValidationError
 
 log = logging.getLogger("ray.serve")
@@ -38,6 +39,17 @@ class ServeConfig(BaseModel):
 
     model_name: str | None = Field(None, description="Registered model; default CHURNOPS_MODEL_NAME.")
     champion_alias: str = "champion"
+    challenger_alias: str = "challenger"
+    mode: Mode = Field(
+        "champion",
+        description="champion: all traffic to @champion; ab: split by weight; "
+        "shadow: @challenger sees a copy of traffic, its answers are logged, not returned.",
+    )
+    challenger_weight: float = Field(0.1, ge=0, le=1, description="Share of A/B keys sent to @challenger.")
+    sticky_header: str = Field("x-entity-key", description="Header whose value keeps a caller on one variant.")
+    log_predictions: bool = True
+    log_flush_s: float = Field(2.0, gt=0, description="How often buffered predictions are written to storage.")
+    log_max_rows: int = Field(200_000, ge=1, description="Buffer bound while storage is unreachable.")
     poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check whether the alias moved.")
     max_batch_size: int = Field(64, ge=1)
     batch_wait_timeout_s: float = Field(0.005, ge=0)
@@ -176,11 +188,38 @@ def _error(status: int, message: str, request_id: str, **extra: Any) -> JSONResp
 @serve.deployment(name="ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, champion: DeploymentHandle, config: dict[str, Any]) -> None:
-        self.champion = champion
+    def __init__(self, champion: DeploymentHandle, challenger: DeploymentHandle | None, config: dict[str, Any]):
+        from ray.serve import metrics
+
+        from tasks.settings import get_settings
+
         self.config = ServeConfig(**config)
+        self.handles = {"champion": champion, "challenger": challenger}
         token = os.environ.get(self.config.api_token_env, "")
         self.token = token.encode() if token else None
+        self.log = None
+        if self.config.log_predictions:
+            writer = f"serving-{uuid.uuid4().hex[:6]}"
+            self.log = PredictionBuffer(
+                get_settings(**self.config.settings), self.config.log_flush_s, self.config.log_max_rows, writer
+            )
+        self.id_columns: list[str] | None = None  # the champion's entity columns, fetched when A/B first needs them
+        self.requests = metrics.Counter(
+            "churnops_requests",
+            description="Prediction requests by model version, variant and outcome.",
+            tag_keys=("model_version", "variant", "outcome"),
+        )
+        self.records = metrics.Counter(
+            "churnops_predicted_records",
+            description="Records scored, by model version and variant.",
+            tag_keys=("model_version", "variant"),
+        )
+        self.latency = metrics.Histogram(
+            "churnops_predict_latency_ms",
+            description="Time from request parsed to predictions ready.",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+            tag_keys=("variant",),
+        )
 
     @api.get("/health", summary="Liveness: the process answers")
     async def health(self) -> dict[str, str]:
@@ -188,51 +227,125 @@ class Ingress:
 
     @api.get("/ready", summary="Readiness: a model version is loaded")
     async def ready(self) -> JSONResponse:
-        state = await self.champion.ready.remote()
+        state = await self.handles["champion"].ready.remote()
         return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
     @api.get("/metadata", summary="Model name, version, alias, input schema and training data version")
     async def metadata(self) -> JSONResponse:
         try:
-            return JSONResponse(await self.champion.metadata.remote())
+            meta = await self.handles["champion"].metadata.remote()
         except NotReady as err:
             return JSONResponse({"error": str(err)}, status_code=503)
+        meta["traffic"] = {"mode": self.config.mode, "challenger_weight": self.config.challenger_weight}
+        return JSONResponse(meta)
 
     @api.post("/predict", summary="Predict for one record or a list of records", openapi_extra=RECORDS_BODY)
     async def predict(self, request: Request) -> JSONResponse:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         if self.token is not None and not self._authorized(request):
-            return _error(401, "missing or wrong bearer token", request_id)
+            return self._refuse(401, "missing or wrong bearer token", request_id)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.config.max_body_bytes:
-            return _error(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
+            return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
         body = await request.body()
         if len(body) > self.config.max_body_bytes:
-            return _error(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
+            return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as err:
-            return _error(400, f"body is not valid JSON: {err}", request_id)
+            return self._refuse(400, f"body is not valid JSON: {err}", request_id)
         records = [payload] if isinstance(payload, dict) else payload
         if not isinstance(records, list) or not records:
-            return _error(422, "expected a JSON object or a non-empty list of objects", request_id)
+            return self._refuse(422, "expected a JSON object or a non-empty list of objects", request_id)
         if len(records) > self.config.max_records:
-            return _error(413, f"{len(records)} records; at most {self.config.max_records} per request", request_id)
+            return self._refuse(
+                413, f"{len(records)} records; at most {self.config.max_records} per request", request_id
+            )
+
         started = time.perf_counter()
-        result = await self.champion.predict.remote(records)
+        variant = "champion"
+        if self.config.mode == "ab":
+            key = sticky_key(request.headers.get(self.config.sticky_header), records, await self._ids(), request_id)
+            variant = choose_variant(self.config.mode, key, self.config.challenger_weight)
+        result = await self.handles[variant].predict.remote(records)
+        if variant == "challenger" and result["status"] == 503:  # challenger missing: the champion answers
+            variant, result = "champion", await self.handles["champion"].predict.remote(records)
+        if self.config.mode == "shadow" and result["status"] == 200:
+            asyncio.get_running_loop().create_task(self._shadow(records, request_id))
+        return self._answer(result, variant, records, request_id, started)
+
+    async def _ids(self) -> list[str]:
+        """The champion's entity columns, the A/B key when no sticky header is sent (fetched once)."""
+        if self.id_columns is None:
+            try:
+                meta = await self.handles["champion"].metadata.remote()
+                self.id_columns = list(meta.get("id_columns") or [])
+            except NotReady:
+                return []
+        return self.id_columns
+
+    def _answer(
+        self, result: dict[str, Any], variant: str, records: list[Any], request_id: str, started: float
+    ) -> JSONResponse:
         status = result.pop("status")
         if status != 200:
+            self.requests.inc(
+                tags={"model_version": "", "variant": variant, "outcome": "invalid" if status < 500 else "unavailable"}
+            )
             return _error(status, result.pop("error"), request_id, **result)
-        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        return JSONResponse({"request_id": request_id, "variant": "champion", **result})
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        version = result["model_version"]
+        self.requests.inc(tags={"model_version": version, "variant": variant, "outcome": "ok"})
+        self.records.inc(len(records), tags={"model_version": version, "variant": variant})
+        self.latency.observe(elapsed_ms, tags={"variant": variant})
+        self._log(request_id, records, result, variant)
+        return JSONResponse(
+            {"request_id": request_id, "variant": variant, **result, "latency_ms": round(elapsed_ms, 2)}
+        )
+
+    async def _shadow(self, records: list[Any], request_id: str) -> None:
+        """The challenger's answer to the same records: logged as variant 'shadow', never returned."""
+        try:
+            result = await self.handles["challenger"].predict.remote(records)
+        except Exception as err:  # a broken challenger must never touch the champion's traffic
+            log.warning("shadow prediction failed for %s: %s", request_id, err)
+            return
+        if result.get("status") == 200:
+            self._log(request_id, records, result, "shadow")
+
+    def _log(self, request_id: str, records: list[Any], result: dict[str, Any], variant: str) -> None:
+        if self.log is not None:
+            from tasks.prediction_log import rows_for
+
+            self.log.add(
+                rows_for(
+                    request_id, records, result["predictions"], result["model_name"], result["model_version"], variant
+                )
+            )
+
+    def _refuse(self, status: int, message: str, request_id: str) -> JSONResponse:
+        self.requests.inc(tags={"model_version": "", "variant": "", "outcome": "refused"})
+        return _error(status, message, request_id)
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(supplied.encode(), self.token)
 
+    def flush_log(self) -> int:
+        """Write buffered predictions now (tests and graceful shutdown)."""
+        return self.log.flush() if self.log else 0
+
+    def __del__(self) -> None:
+        if getattr(self, "log", None) is not None:
+            self.log.close()
+
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for `serve run`/`serve deploy`: args come from the config file."""
-    config = ServeConfig(**args).model_dump()
-    champion = ModelServer.options(name="champion").bind(config["champion_alias"], config)
-    return Ingress.bind(champion, config)
+    config = ServeConfig(**args)
+    options = config.model_dump()
+    champion = ModelServer.options(name="champion").bind(config.champion_alias, options)
+    challenger = None
+    if config.mode != "champion":
+        challenger = ModelServer.options(name="challenger").bind(config.challenger_alias, options)
+    return Ingress.bind(champion, challenger, options)

@@ -5,7 +5,6 @@ Plain Python (no Ray), so serving logic is testable on its own and batch scoring
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,7 @@ class LoadedModel:
             "data_version": self.metadata.get("data_digest"),
             "data_uri": self.metadata.get("data_uri"),
             "classes": self.classes,
+            "id_columns": self.metadata.get("id_columns") or [],
             "input_schema": self.validator.input_schema(),
         }
 
@@ -77,7 +77,3 @@ def load_version(settings: Settings, name: str, version: str, alias: str) -> Loa
     features = [*meta.get("numeric", []), *meta.get("categorical", [])]
     optional = [*meta.get("id_columns", []), *([meta["timestamp_column"]] if meta.get("timestamp_column") else [])]
     return LoadedModel(name, version, alias, model, RecordValidator(schema, features, optional), meta)
-
-
-def metadata_json(loaded: LoadedModel) -> str:
-    return json.dumps(loaded.describe())

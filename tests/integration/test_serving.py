@@ -54,9 +54,13 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
         assert first.promoted and not second.promoted
         settings = get_settings()
 
+        client = registry.connect(settings)
+        client.set_registered_model_alias(settings.model_name, "challenger", second.model_version)
+
         port = free_port()
+        # 4 logical CPUs on 2 cores: the apps of these tests side by side, each replica asking for a fraction
         ray.init(
-            num_cpus=2,
+            num_cpus=4,
             include_dashboard=False,
             object_store_memory=200 * 1024**2,
             runtime_env={"env_vars": env},
@@ -82,6 +86,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
             time.sleep(0.5)
         try:
             yield {"url": url, "settings": settings, "versions": (first.model_version, second.model_version)}
+            serve.delete("churn")
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -196,6 +201,9 @@ def test_hot_swap_under_load_fails_no_request(served):
         for thread in threads:
             thread.join()
         registry.set_champion(client, settings.model_name, v1, "rollback", "test", "restore for other tests")
+        deadline = time.time() + 60
+        while httpx.get(f"{url}/ready").json()["version"] != v1 and time.time() < deadline:
+            time.sleep(0.2)
 
     assert not failures, failures[:5]
     assert seen[0] == v1 and seen[-1] == v2
@@ -219,3 +227,89 @@ def test_gpu_request_is_carried_by_configuration():
     options = parsed.ray_actor_options.model_dump(exclude_unset=True)
     assert options == {"num_cpus": 0.5, "num_gpus": 1}
     assert ModelServer.options(name="champion", ray_actor_options=options).ray_actor_options["num_gpus"] == 1
+
+
+def wait_for_log(settings, request_ids: set[str], variants: set[str], timeout_s: float = 30):
+    from tasks import prediction_log
+
+    deadline = time.time() + timeout_s
+    while True:
+        log = prediction_log.read(settings)
+        log = log[log["request_id"].isin(request_ids)]
+        complete = set(log["variant"]) >= variants and log["request_id"].nunique() == len(request_ids)
+        if complete or time.time() > deadline:
+            return log
+        time.sleep(0.5)
+
+
+def test_prediction_log_has_every_prediction_with_its_version(served):
+    batch = records(4, seed=5)
+    ids = set()
+    for i in range(5):
+        response = httpx.post(f"{served['url']}/predict", json=batch, headers={**HEADERS, "x-request-id": f"log-{i}"})
+        assert response.status_code == 200
+        ids.add(response.json()["request_id"])
+    log = wait_for_log(served["settings"], ids, {"champion"})
+    assert len(log) == 5 * 4 and set(log["request_id"]) == ids
+    assert set(log["model_version"]) == {"1"} and set(log["variant"]) == {"champion"}
+    assert list(log.sort_values(["request_id", "record_index"])["tenure_months"][:4]) == [
+        r["tenure_months"] for r in batch
+    ]
+
+
+def run_app(name: str, prefix: str, **args) -> str:
+    from ray import serve
+
+    from serving.app import build_app
+
+    serve.run(
+        build_app({"poll_interval_s": 0.5, "api_token_env": "CHURNOPS_SERVING_TEST_TOKEN", "log_flush_s": 0.5, **args}),
+        name=name,
+        route_prefix=prefix,
+    )
+    return prefix
+
+
+def test_ab_split_by_weight_and_sticky_by_key(served):
+    from ray import serve
+
+    prefix = run_app("churn-ab", "/ab", mode="ab", challenger_weight=0.5)
+    try:
+        url = f"{served['url']}{prefix}/predict"
+        payload = records(1, seed=8)
+        variants = {}
+        with httpx.Client(timeout=30) as http:
+            for i in range(120):
+                body = http.post(url, json=payload, headers={**HEADERS, "x-entity-key": f"k{i}"}).json()
+                variants[f"k{i}"] = (body["variant"], body["model_version"])
+            for i in range(0, 120, 4):  # the same key lands on the same variant again
+                body = http.post(url, json=payload, headers={**HEADERS, "x-entity-key": f"k{i}"}).json()
+                assert (body["variant"], body["model_version"]) == variants[f"k{i}"]
+        share = sum(v == "challenger" for v, _ in variants.values()) / len(variants)
+        assert 0.35 < share < 0.65
+        assert {v: m for v, m in variants.values()} == {"champion": "1", "challenger": "2"}
+    finally:
+        serve.delete("churn-ab")
+
+
+def test_shadow_sees_a_copy_is_logged_and_not_returned(served):
+    from ray import serve
+
+    prefix = run_app("churn-shadow", "/shadow", mode="shadow")
+    try:
+        ids = set()
+        for i in range(10):
+            response = httpx.post(
+                f"{served['url']}{prefix}/predict",
+                json=records(2, seed=i),
+                headers={**HEADERS, "x-request-id": f"shadow-{i}"},
+            )
+            body = response.json()
+            assert (response.status_code, body["variant"], body["model_version"]) == (200, "champion", "1")
+            ids.add(body["request_id"])
+        log = wait_for_log(served["settings"], ids, {"champion", "shadow"})
+        by_variant = log.groupby("variant")["model_version"].agg(set).to_dict()
+        assert by_variant == {"champion": {"1"}, "shadow": {"2"}}
+        assert set(log[log["variant"] == "shadow"]["request_id"]) == ids
+    finally:
+        serve.delete("churn-shadow")

@@ -1,0 +1,78 @@
+"""Traffic policy (champion only, A/B by weight, shadow) and the off-request-path prediction log buffer."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Any, Literal
+
+from tasks import prediction_log
+from tasks.settings import Settings
+
+Mode = Literal["champion", "ab", "shadow"]
+log = logging.getLogger("ray.serve")
+
+
+def bucket(key: str) -> float:
+    """A stable number in [0, 1) for a key: the same customer always lands in the same bucket."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def choose_variant(mode: Mode, key: str, challenger_weight: float) -> str:
+    if mode == "ab" and bucket(key) < challenger_weight:
+        return "challenger"
+    return "champion"
+
+
+def sticky_key(header_value: str | None, records: list[Any], id_columns: list[str], request_id: str) -> str:
+    """The A/B key: an explicit header, else the first record's entity id, else the request (not sticky)."""
+    if header_value:
+        return header_value
+    first = records[0] if records and isinstance(records[0], dict) else {}
+    ids = [str(first[c]) for c in id_columns if first.get(c) is not None]
+    return "|".join(ids) if ids else request_id
+
+
+class PredictionBuffer:
+    """Collects log rows in memory and writes them to storage from a background thread, in batches.
+
+    Appending is a list append under a lock, so the request path never waits for storage. A failed write keeps
+    its rows for the next attempt (bounded by `max_rows`, oldest dropped first, with a warning).
+    """
+
+    def __init__(self, settings: Settings, flush_every_s: float, max_rows: int, writer: str) -> None:
+        self.settings, self.flush_every_s, self.max_rows, self.writer = settings, flush_every_s, max_rows, writer
+        self._rows: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._rows.extend(rows)
+            overflow = len(self._rows) - self.max_rows
+            if overflow > 0:
+                del self._rows[:overflow]
+                log.warning("prediction log buffer full: dropped the %d oldest rows", overflow)
+
+    def flush(self) -> int:
+        with self._lock:
+            rows, self._rows = self._rows, []
+        try:
+            prediction_log.write(rows, self.settings, self.writer)
+        except Exception as err:  # storage down: keep the rows and try again next time
+            log.warning("prediction log write failed, will retry: %s", err)
+            with self._lock:
+                self._rows[:0] = rows
+            return 0
+        return len(rows)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_every_s):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()

@@ -1,0 +1,71 @@
+"""Traffic split and stickiness, and the prediction log's write/read round trip, without Ray."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from serving.routing import PredictionBuffer, bucket, choose_variant, sticky_key
+from tasks import prediction_log
+
+
+def test_ab_split_follows_the_weight_and_sticks_to_the_key():
+    keys = [f"customer-{i}" for i in range(20_000)]
+    share = sum(choose_variant("ab", k, 0.2) == "challenger" for k in keys) / len(keys)
+    assert share == pytest.approx(0.2, abs=0.015)
+    assert all(choose_variant("ab", k, 0.2) == choose_variant("ab", k, 0.2) for k in keys[:500])
+    assert {choose_variant("champion", k, 0.9) for k in keys[:500]} == {"champion"}
+    assert {choose_variant("shadow", k, 0.9) for k in keys[:500]} == {"champion"}
+    assert min(map(bucket, keys)) >= 0 and max(map(bucket, keys)) < 1
+
+
+def test_sticky_key_prefers_header_then_entity_id_then_request():
+    records = [{"customer_id": "C1", "x": 1}]
+    assert sticky_key("vip-7", records, ["customer_id"], "req") == "vip-7"
+    assert sticky_key(None, records, ["customer_id"], "req") == "C1"
+    assert sticky_key(None, [{"x": 1}], ["customer_id"], "req") == "req"
+
+
+def rows(request_id: str, at: datetime, version: str = "3", variant: str = "champion") -> list[dict]:
+    records = [{"tenure_months": 3, "contract": "one-year"}, {"tenure_months": 9, "contract": "two-year"}]
+    outputs = [
+        {"prediction": 1, "probabilities": {"0": 0.2, "1": 0.8}},
+        {"prediction": 0, "probabilities": {"0": 0.9, "1": 0.1}},
+    ]
+    return prediction_log.rows_for(request_id, records, outputs, "churn", version, variant, logged_at=at)
+
+
+def test_log_round_trip_partitioned_by_day_and_filtered_by_window(settings):
+    today = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    files = prediction_log.write(rows("a", today - timedelta(days=1)) + rows("b", today), settings)
+    assert len(files) == 2 and {f.split("date=")[1][:10] for f in files} == {"2026-11-22", "2026-11-23"}
+    everything = prediction_log.read(settings)
+    assert list(everything["request_id"]) == ["a", "a", "b", "b"]
+    assert list(everything["tenure_months"]) == [3, 9, 3, 9]
+    assert set(everything["model_version"]) == {"3"}
+    recent = prediction_log.read(settings, since=today - timedelta(hours=1))
+    assert list(recent["request_id"]) == ["b", "b"]
+    assert prediction_log.read(settings, since=today + timedelta(days=2)).empty
+
+
+def test_empty_log_reads_as_empty_frame(settings):
+    assert prediction_log.read(settings).empty
+
+
+def test_buffer_keeps_rows_when_storage_fails_and_writes_them_later(settings, monkeypatch):
+    buffer = PredictionBuffer(settings, flush_every_s=3600, max_rows=100, writer="test")
+    buffer.add(rows("a", datetime.now(UTC)))
+    real_write = prediction_log.write
+
+    def broken(*args, **kwargs):
+        raise OSError("S3 unreachable")
+
+    monkeypatch.setattr(prediction_log, "write", broken)
+    assert buffer.flush() == 0
+    monkeypatch.setattr(prediction_log, "write", real_write)
+    assert buffer.flush() == 2
+    assert list(prediction_log.read(settings)["request_id"]) == ["a", "a"]
+    buffer.add(rows("b", datetime.now(UTC)) * 60)  # 120 rows into a 100-row buffer: the oldest 20 go
+    buffer.close()
+    assert len(prediction_log.read(settings)) == 2 + 100
