@@ -34,15 +34,20 @@ class LoadedModel:
         return None if classes is None else [c.item() if isinstance(c, np.generic) else c for c in classes]
 
     def predict(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
-        """One dict per row: the prediction, and class probabilities where the model has them."""
-        predictions = self.model.predict(frame)
+        """One dict per row: the prediction, and class probabilities where the model has them.
+
+        Classifiers make one predict_proba call and take the most probable class, which is what sklearn's
+        predict does: the pipeline's per-call cost (column selection, imputing, encoding) is paid once.
+        """
         classes = self.classes
         if classes is None:
-            return [{"prediction": float(p)} for p in predictions]
+            return [{"prediction": float(p)} for p in self.model.predict(frame)]
         probabilities = self.model.predict_proba(frame)
+        labels = [_plain(c) for c in self.model.classes_]
+        names = [str(c) for c in classes]
         return [
-            {"prediction": _plain(p), "probabilities": {str(c): float(q) for c, q in zip(classes, row, strict=True)}}
-            for p, row in zip(predictions, probabilities, strict=True)
+            {"prediction": labels[int(row.argmax())], "probabilities": dict(zip(names, row.tolist(), strict=True))}
+            for row in probabilities
         ]
 
     def describe(self) -> dict[str, Any]:
@@ -77,3 +82,74 @@ def load_version(settings: Settings, name: str, version: str, alias: str) -> Loa
     features = [*meta.get("numeric", []), *meta.get("categorical", [])]
     optional = [*meta.get("id_columns", []), *([meta["timestamp_column"]] if meta.get("timestamp_column") else [])]
     return LoadedModel(name, version, alias, model, RecordValidator(schema, features, optional), meta)
+
+
+def predict_grouped(items: list[tuple[LoadedModel, list[dict[str, Any]]]]) -> list[list[dict[str, Any]]]:
+    """Score a batch of requests: one frame and one model call per version present, results split back."""
+    results: list[list[dict[str, Any]]] = [[] for _ in items]
+    by_version: dict[str, list[int]] = {}
+    for index, (model, _) in enumerate(items):
+        by_version.setdefault(model.version, []).append(index)
+    for indexes in by_version.values():
+        model = items[indexes[0]][0]
+        rows = model.predict(model.validator.frame([r for i in indexes for r in items[i][1]]))
+        start = 0
+        for i in indexes:
+            size = len(items[i][1])
+            results[i] = rows[start : start + size]
+            start += size
+    return results
+
+
+class AliasSlot:
+    """The version an alias points at, kept current by a background thread.
+
+    A new version is loaded beside the old one, then the reference is swapped: readers take `slot.current`
+    once per batch and never see a half-loaded model.
+    """
+
+    def __init__(self, settings: Settings, name: str, alias: str, poll_interval_s: float) -> None:
+        import logging
+        import threading
+
+        from tasks.registry import connect
+
+        self.settings, self.name, self.alias = settings, name, alias
+        self.client = connect(settings)
+        self.log = logging.getLogger("ray.serve")
+        self.current: LoadedModel | None = None
+        self.error: str | None = None
+        self.refresh()
+        self._stop = threading.Event()
+        self._poll_interval_s = poll_interval_s
+        self._thread = threading.Thread(target=self._follow, name=f"follow-{alias}", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def refresh(self) -> None:
+        try:
+            version = resolve_alias(self.client, self.name, self.alias)
+            if self.current is None or self.current.version != version:
+                loaded = load_version(self.settings, self.name, version, self.alias)
+                previous, self.current = self.current, loaded
+                self.log.info(
+                    "%s@%s now serves v%s (was %s)",
+                    self.name,
+                    self.alias,
+                    version,
+                    previous.version if previous else "nothing",
+                )
+            self.error = None
+        except Exception as err:  # keep serving what is loaded; say why the alias could not be followed
+            self.error = f"{type(err).__name__}: {err}"
+            self.log.warning("%s@%s: could not refresh: %s", self.name, self.alias, self.error)
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self._poll_interval_s):
+            self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()

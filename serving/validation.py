@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -58,7 +59,8 @@ class RecordValidator:
             for name, rule in {**self.rules, **self.optional}.items()
         }
 
-    def validate(self, records: list[Any]) -> pd.DataFrame:
+    def validate(self, records: list[Any]) -> list[dict[str, Any]]:
+        """Check every record and field; raise with all problems, or return the records unchanged."""
         problems: list[FieldProblem] = []
         for index, record in enumerate(records):
             if not isinstance(record, dict):
@@ -76,17 +78,18 @@ class RecordValidator:
                     problems.extend(FieldProblem(index, name, p) for p in _problems(rule, record[name]))
         if problems:
             raise RequestValidationError(problems)
-        return self.frame(records)
+        return records
 
     def frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
-        columns: dict[str, list[Any]] = {name: [r[name] for r in records] for name in self.features}
-        frame = pd.DataFrame(columns, columns=self.features)
+        """The model's input for validated records: built once per batch, not once per request."""
+        columns: dict[str, Any] = {}
         for name, rule in self.rules.items():
+            values = [r[name] for r in records]
             if rule.kind in {"number", "integer", "boolean"}:
-                frame[name] = frame[name].astype("float64")
+                columns[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
             else:
-                frame[name] = frame[name].astype(object)
-        return frame
+                columns[name] = np.array(values, dtype=object)
+        return pd.DataFrame(columns, columns=self.features)
 
 
 def _problems(rule: FieldRule, value: Any) -> list[str]:

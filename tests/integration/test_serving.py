@@ -217,16 +217,16 @@ def test_gpu_request_is_carried_by_configuration():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from serving.app import ModelServer
+    from serving.app import ChurnService
 
     config = yaml.safe_load(Path("serving/config.yaml").read_text())
-    champion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "champion")
+    champion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "churn")
     assert champion["ray_actor_options"]["num_gpus"] == 0, "CPU by default"
     champion["ray_actor_options"]["num_gpus"] = 1
     parsed = ServeDeploySchema.model_validate(config).applications[0].deployments[0]
     options = parsed.ray_actor_options.model_dump(exclude_unset=True)
     assert options == {"num_cpus": 0.5, "num_gpus": 1}
-    assert ModelServer.options(name="champion", ray_actor_options=options).ray_actor_options["num_gpus"] == 1
+    assert ChurnService.options(ray_actor_options=options).ray_actor_options["num_gpus"] == 1
 
 
 def wait_for_log(settings, request_ids: set[str], variants: set[str], timeout_s: float = 30):

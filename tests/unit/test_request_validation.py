@@ -24,7 +24,7 @@ def good_record() -> dict:
 
 
 def test_good_records_become_the_model_input(validator, good_record):
-    frame = validator.validate([good_record, {**good_record, "age": None}])
+    frame = validator.frame(validator.validate([good_record, {**good_record, "age": None}]))
     assert list(frame.columns) == validator.features and len(frame) == 2
     assert frame["monthly_charges"].dtype == "float64"
 

@@ -1,0 +1,242 @@
+"""Serving throughput and latency: our Ray Serve app against `mlflow models serve`, same model version.
+
+    python benchmarks/serving.py [--seconds 10] [--concurrency 1 16 32] [--rows 1 100]
+
+Registers one HistGradientBoosting churn model in a throwaway MLflow store, then for each server in turn
+(started by this script, on this machine) drives closed-loop load from an asyncio client in this process:
+`concurrency` requests in flight, each of `rows` records, for `seconds`. Prints requests/s, rows/s, p50 and
+p99 latency, and ours/mlflow ratios, plus the model's in-process batched rate as the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def register_model(workdir: Path) -> tuple[list[dict], object]:
+    """Fit and register one model; return request records and the fitted pipeline."""
+    import mlflow
+
+    from tasks import data, registry, schemas, training
+    from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
+    from tasks.features import feature_spec
+    from tasks.modeling import fit
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    client = registry.connect(settings)
+    frame = schemas.validate(make_churn_data(n_rows=5000), schemas.demo_schema(), "demo")
+    train, test = data.split(frame, 0.2, [ID_COLUMN])
+    spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
+    params = {
+        "family": "hist_gradient_boosting",
+        "hgb_learning_rate": 0.1,
+        "hgb_max_iter": 150,
+        "hgb_max_leaf_nodes": 31,
+        "hgb_l2_regularization": 1.0,
+    }
+    model = fit(train[spec.columns], train[TARGET], spec, params, "binary", seed=0)
+    run = client.create_run(client.get_experiment_by_name(settings.experiment_name).experiment_id)
+    candidate = training.Candidate(model, params, {"primary": 0.8})
+    meta = {
+        "data_digest": "bench",
+        "data_uri": "",
+        "target": TARGET,
+        "task_type": "binary",
+        "id_columns": [ID_COLUMN],
+        "timestamp_column": TIMESTAMP_COLUMN,
+        "numeric": list(spec.numeric),
+        "categorical": list(spec.categorical),
+    }
+    version = training.log_and_register.fn(
+        run.info.run_id, candidate, spec, schemas.demo_schema(), train, settings, meta
+    )
+    client.set_registered_model_alias(settings.model_name, "champion", version)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    records = json.loads(test[spec.columns].to_json(orient="records"))
+    return records, model
+
+
+async def drive(url: str, make_body, concurrency: int, seconds: float) -> dict[str, float]:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(index: int) -> None:
+            nonlocal errors
+            body = make_body(index)
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with session.post(url, data=body, headers={"content-type": "application/json"}) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                        continue
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    lat = np.array(latencies) * 1000 if latencies else np.array([float("nan")])
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(lat, 50)),
+        "p99": float(np.percentile(lat, 99)),
+        "errors": errors,
+    }
+
+
+def wait_http(url: str, timeout_s: float = 180) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} never answered 200")
+
+
+def run_matrix(name: str, url: str, body_for_rows, args) -> dict[tuple[int, int], dict[str, float]]:
+    results = {}
+    asyncio.run(drive(url, body_for_rows(1), 4, 2))  # warm up
+    for rows in args.rows:
+        for concurrency in args.concurrency:
+            result = asyncio.run(drive(url, body_for_rows(rows), concurrency, args.seconds))
+            results[(rows, concurrency)] = result
+            print(
+                f"  {name:8s} rows={rows:<4d} conc={concurrency:<3d} {result['rps']:8.1f} req/s "
+                f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
+                flush=True,
+            )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="churnops-serve-bench-"))
+    os.environ.update(
+        CHURNOPS_STORAGE_URL=str(workdir / "storage"),
+        CHURNOPS_MODEL_NAME="bench",
+        CHURNOPS_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    (workdir / "storage").mkdir()
+    records, model = register_model(workdir)
+
+    import pandas as pd
+
+    big = pd.DataFrame((records * (10_000 // len(records) + 1))[:10_000])
+    model.predict_proba(big)
+    started = time.perf_counter()
+    for _ in range(5):
+        model.predict_proba(big)
+    in_process_rows_s = 5 * len(big) / (time.perf_counter() - started)
+
+    def ours_body(rows: int):
+        return lambda i: json.dumps([records[(i * rows + j) % len(records)] for j in range(rows)]).encode()
+
+    def mlflow_body(rows: int):
+        return lambda i: json.dumps(
+            {"dataframe_records": [records[(i * rows + j) % len(records)] for j in range(rows)]}
+        ).encode()
+
+    # (b) mlflow models serve, one uvicorn worker as its default
+    port = free_port()
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/bench@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping")
+        print("mlflow models serve (baseline):")
+        base = run_matrix("mlflow", f"http://127.0.0.1:{port}/invocations", mlflow_body, args)
+    finally:
+        server.terminate()
+        server.wait(30)
+
+    # (a) our Ray Serve app, as serving/config.yaml configures it (one model replica, one ingress)
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"poll_interval_s": 30}), name="bench", route_prefix="/")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready")
+        print("ours (Ray Serve app):")
+        ours = run_matrix("ours", f"http://127.0.0.1:{port}/predict", ours_body, args)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    print(f"\nin-process batched predict_proba: {in_process_rows_s:,.0f} rows/s (10,000-row calls)")
+    print(
+        f"{'rows':>5} {'conc':>5} {'ours req/s':>11} {'mlflow req/s':>13} {'ratio':>6} {'ours p99':>9} "
+        f"{'mlflow p99':>11} {'ours rows/s':>12} {'of in-proc':>10}"
+    )
+    for key, mine in ours.items():
+        theirs = base[key]
+        rows = key[0]
+        print(
+            f"{rows:>5} {key[1]:>5} {mine['rps']:>11.1f} {theirs['rps']:>13.1f} "
+            f"{mine['rps'] / theirs['rps']:>5.1f}x {mine['p99']:>7.1f}ms {theirs['p99']:>9.1f}ms "
+            f"{mine['rps'] * rows:>12,.0f} {mine['rps'] * rows / in_process_rows_s:>9.0%}"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
