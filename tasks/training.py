@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -269,7 +270,9 @@ def log_and_register(
 ) -> str:
     """Log the whole pipeline (preprocessing inside) in the safe skops format, with its schema, and register it."""
     example = train[spec.columns].head(5)
-    signature = infer_signature(example, candidate.model.predict(example))
+    with warnings.catch_warnings():  # "integer columns cannot hold missing values": the schema forbids them
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
+        signature = infer_signature(example, candidate.model.predict(example))
     with tempfile.TemporaryDirectory() as tmp:
         schema_file = Path(tmp) / "schema.json"
         schema_file.write_text(schemas.schema_to_json(schema))

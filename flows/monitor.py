@@ -1,0 +1,138 @@
+"""Monitor: the champion's logged predictions against its training data; retrain as a subflow when due.
+
+python flows/monitor.py                      # window: since the last monitoring run
+python -c "from flows.monitor import *; monitor(MonitorParams(labels_uri='s3://bucket/labels.parquet'))"
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from flows.train import TrainParams, train
+from tasks import drift, monitoring, registry
+from tasks.policy import MonitorPolicy, decide
+from tasks.settings import get_settings
+
+
+class MonitorParams(BaseModel):
+    since: datetime | None = Field(None, description="Window start; default: where the last run stopped.")
+    until: datetime | None = Field(None, description="Window end; default: now.")
+    lookback_hours: float = Field(24, gt=0, description="Window when there is no earlier monitoring run.")
+    labels_uri: str | None = Field(None, description="CSV/Parquet (or s3://) of late ground truth.")
+    label_key: str | None = Field(None, description="Join key: request_id (default) or an entity id column.")
+    policy: MonitorPolicy = Field(default_factory=MonitorPolicy)
+    allow_retrain: bool = True
+    retrain_trials: int = Field(20, ge=1)
+
+
+class MonitorResult(BaseModel):
+    samples: int
+    drift_share: float | None
+    drifted_columns: list[str]
+    live_primary: float | None
+    retrain: bool
+    reasons: list[str]
+    report_uri: str | None = None
+    new_version: str | None = None
+    promoted: bool | None = None
+
+
+@flow(name="monitor", log_prints=True)
+def monitor(params: MonitorParams | None = None) -> MonitorResult:
+    params = params or MonitorParams()
+    settings = get_settings()
+    client = registry.connect(settings)
+    ctx = monitoring.champion_context(client, settings)
+    state = monitoring.read_state(settings)
+    since, until = monitoring.window(state, params.since, params.until, timedelta(hours=params.lookback_hours))
+
+    # 1. what the champion served in the window, and what it was trained on
+    current = monitoring.load_current(ctx, settings, since, until)
+    if len(current) < params.policy.min_samples:
+        reason = f"skipped: {len(current)} predictions in the window < min_samples {params.policy.min_samples}"
+        print(reason)
+        monitoring.write_state(settings, {**state, "last_until": until.isoformat()})
+        return MonitorResult(
+            samples=len(current),
+            drift_share=None,
+            drifted_columns=[],
+            live_primary=None,
+            retrain=False,
+            reasons=[reason],
+        )
+    reference = monitoring.load_reference(ctx, settings)
+    labelled = monitoring.join_labels(current, params.labels_uri, params.label_key, ctx, settings)
+    live = monitoring.live_primary(labelled, ctx)
+
+    # 2. report and decide
+    result = drift.run_report(reference, current, ctx.spec, params.policy.drift_share)
+    retrains = [datetime.fromisoformat(r) for r in state.get("retrains", [])]
+    decision = decide(
+        samples=len(current),
+        drift_share=result.drift_share,
+        live_primary=live,
+        champion_primary=ctx.test_primary,
+        retrains=retrains,
+        now=until,
+        policy=params.policy,
+    )
+    report_uri = monitoring.publish_report(client, settings, ctx, result, decision, len(current), live, since, until)
+    if decision.drift_detected:
+        monitoring.emit(
+            "churnops.drift.detected",
+            ctx,
+            drift_share=result.drift_share,
+            drifted_columns=result.drifted_columns,
+            report=report_uri,
+        )
+    if decision.performance_dropped:
+        monitoring.emit("churnops.performance.dropped", ctx, live_primary=live, champion_primary=ctx.test_primary)
+
+    # 3. retrain through the usual gate, as a subflow
+    outcome = MonitorResult(
+        samples=len(current),
+        drift_share=result.drift_share,
+        drifted_columns=result.drifted_columns,
+        live_primary=live,
+        retrain=decision.retrain and params.allow_retrain,
+        reasons=decision.reasons,
+        report_uri=report_uri,
+    )
+    if outcome.retrain:
+        state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
+        monitoring.emit("churnops.retrain.triggered", ctx, reasons=decision.reasons)
+        fresh = monitoring.fresh_training_data(reference, labelled, ctx, settings)
+        trained = train(
+            TrainParams(
+                data_uri=fresh,
+                dataset_name=ctx.dataset,
+                target=ctx.target,
+                task_type=ctx.task_type,
+                id_columns=ctx.id_columns,
+                timestamp_column=ctx.timestamp_column,
+                n_trials=params.retrain_trials,
+            )
+        )
+        monitoring.emit(
+            "churnops.model.promoted" if trained.promoted else "churnops.model.rejected",
+            ctx,
+            new_version=trained.model_version,
+            reasons=trained.reasons,
+        )
+        outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
+    monitoring.write_state(settings, {**state, "last_until": until.isoformat()})
+    return outcome
+
+
+if __name__ == "__main__":
+    outcome = monitor()
+    print(f"{outcome.samples} predictions, drift share {outcome.drift_share}, retrain: {outcome.retrain}")
+    if outcome.new_version:
+        print(f"retrained v{outcome.new_version}: {'promoted' if outcome.promoted else 'kept the champion'}")

@@ -1,0 +1,64 @@
+"""Drift and data quality with Evidently 0.7 (the Report/Dataset API), and the verdicts read from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from tasks.features import FeatureSpec
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    drift_share: float  # share of columns whose drift test failed
+    drifted_columns: list[str]
+    column_scores: dict[str, float]
+    dataset_drift: bool
+    snapshot: Any = field(repr=False)  # the Evidently Snapshot, for save_html/save_json
+
+
+def run_report(reference: pd.DataFrame, current: pd.DataFrame, spec: FeatureSpec, drift_share: float) -> DriftResult:
+    """Data drift per column and overall, plus a data summary, comparing current rows with the reference."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset, DataSummaryPreset
+
+    definition = DataDefinition(numerical_columns=list(spec.numeric), categorical_columns=list(spec.categorical))
+    columns = spec.columns
+    snapshot = Report([DataDriftPreset(drift_share=drift_share), DataSummaryPreset()], include_tests=True).run(
+        Dataset.from_pandas(_typed(current[columns], spec), data_definition=definition),
+        Dataset.from_pandas(_typed(reference[columns], spec), data_definition=definition),
+    )
+    return read_verdicts(snapshot, columns)
+
+
+def read_verdicts(snapshot: Any, columns: list[str]) -> DriftResult:
+    """Per-column verdicts from Evidently's own tests (FAIL = drifted), scores from its metrics."""
+    report = snapshot.dict()
+    prefix = "Value Drift for column "
+    drifted = [
+        test["name"][len(prefix) :]
+        for test in report["tests"]
+        if test["name"].startswith(prefix) and str(test["status"]).endswith("FAIL")
+    ]
+    scores = {}
+    for metric in report["metrics"]:
+        name = metric["metric_name"]
+        if name.startswith("ValueDrift(column="):
+            scores[name.split("column=", 1)[1].split(",", 1)[0]] = float(metric["value"])
+    dataset = next((t for t in report["tests"] if t["name"].startswith("Share of Drifted Columns")), None)
+    share = len(drifted) / len(columns) if columns else 0.0
+    return DriftResult(
+        share, sorted(drifted), scores, bool(dataset and str(dataset["status"]).endswith("FAIL")), snapshot
+    )
+
+
+def _typed(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Logged JSON and snapshots type columns differently; give Evidently one view of both."""
+    out = frame.copy()
+    for column in spec.numeric:
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
+    for column in spec.categorical:
+        out[column] = out[column].astype(object)
+    return out

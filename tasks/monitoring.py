@@ -1,0 +1,237 @@
+"""The monitoring flow's steps: champion lineage, the window of logged predictions, labels, report, state."""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
+from sklearn.metrics import f1_score, r2_score, roc_auc_score
+
+from tasks import data, drift, prediction_log, registry, storage
+from tasks.features import FeatureSpec
+from tasks.policy import MonitorDecision
+from tasks.settings import Settings
+from tasks.training import IO_RETRIES, step
+
+
+@dataclass(frozen=True)
+class ChampionContext:
+    """What monitoring needs to know about the champion, read from its lineage in the registry."""
+
+    name: str
+    version: str
+    run_id: str
+    dataset: str
+    data_uri: str
+    target: str
+    task_type: str
+    id_columns: list[str]
+    timestamp_column: str | None
+    spec: FeatureSpec
+    test_primary: float
+
+
+@step(**IO_RETRIES)
+def champion_context(client: MlflowClient, settings: Settings) -> ChampionContext:
+    champion = registry.current_champion(client, settings.model_name)
+    if champion is None:
+        raise ValueError(f"{settings.model_name} has no @champion to monitor; train one first")
+    meta = mlflow.models.get_model_info(f"models:/{settings.model_name}/{champion.version}").metadata or {}
+    run = client.get_run(champion.run_id)
+    return ChampionContext(
+        name=settings.model_name,
+        version=str(champion.version),
+        run_id=champion.run_id,
+        dataset=run.data.tags.get("data.dataset", ""),
+        data_uri=meta.get("data_uri") or run.data.tags["data.uri"],
+        target=meta["target"],
+        task_type=meta["task_type"],
+        id_columns=list(meta.get("id_columns") or []),
+        timestamp_column=meta.get("timestamp_column"),
+        spec=FeatureSpec(tuple(meta["numeric"]), tuple(meta["categorical"])),
+        test_primary=float(run.data.metrics["test_primary"]),
+    )
+
+
+@step(**IO_RETRIES)
+def load_reference(ctx: ChampionContext, settings: Settings) -> pd.DataFrame:
+    """The champion's own training snapshot, found through its lineage."""
+    try:
+        return data.load_table(ctx.data_uri, settings)
+    except data.DataLoadError as err:
+        raise FileNotFoundError(
+            f"reference data for {ctx.name} v{ctx.version} is missing: its lineage points at {ctx.data_uri} ({err})"
+        ) from None
+
+
+def state_uri(settings: Settings) -> str:
+    return storage.join(settings.storage_url, "monitoring", "state.json")
+
+
+@step(**IO_RETRIES)
+def read_state(settings: Settings) -> dict[str, Any]:
+    uri = state_uri(settings)
+    if not storage.exists(uri, settings):
+        return {"last_until": None, "retrains": []}
+    return json.loads(storage.read_bytes(uri, settings))
+
+
+@step(**IO_RETRIES)
+def write_state(settings: Settings, state: dict[str, Any]) -> None:
+    storage.write_bytes(state_uri(settings), json.dumps(state, indent=2).encode(), settings)
+
+
+def window(
+    state: dict[str, Any], since: datetime | None, until: datetime | None, default_lookback: timedelta
+) -> tuple[datetime, datetime]:
+    """Default: from where the last monitoring run stopped (or a lookback) to now."""
+    end = until or datetime.now(UTC)
+    if since is not None:
+        return since, end
+    last = state.get("last_until")
+    return (datetime.fromisoformat(last) if last else end - default_lookback), end
+
+
+@step(**IO_RETRIES)
+def load_current(ctx: ChampionContext, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
+    """Predictions the champion's model served in the window (shadow answers are not traffic)."""
+    log = prediction_log.read(settings, since, until)
+    if log.empty:
+        return log
+    return log[(log["model_name"] == ctx.name) & (log["variant"] != "shadow")].reset_index(drop=True)
+
+
+@step(**IO_RETRIES)
+def join_labels(
+    current: pd.DataFrame, labels_uri: str | None, key: str | None, ctx: ChampionContext, settings: Settings
+) -> pd.DataFrame:
+    """Delayed ground truth joined on the request id or an entity key; rows without a label are dropped."""
+    if not labels_uri or current.empty:
+        return current.iloc[0:0]
+    labels = data.load_table(labels_uri, settings)
+    key = key or ("request_id" if "request_id" in labels.columns else (ctx.id_columns or ["request_id"])[0])
+    missing = [c for c in (key, ctx.target) if c not in labels.columns]
+    if missing:
+        raise ValueError(f"{labels_uri}: labels need columns {missing} (join key and target)")
+    if key not in current.columns:
+        raise ValueError(f"join key {key!r} is not in the prediction log; send it with each request")
+    labels = labels[[key, ctx.target]].drop_duplicates(subset=[key], keep="last")
+    return current.drop(columns=[ctx.target], errors="ignore").merge(labels, on=key, how="inner")
+
+
+def live_primary(labelled: pd.DataFrame, ctx: ChampionContext) -> float | None:
+    """The primary metric on what was served, from the logged outputs and the late labels."""
+    if labelled.empty or labelled[ctx.target].nunique() < 2:
+        return None
+    truth = labelled[ctx.target]
+    if ctx.task_type == "regression":
+        return float(r2_score(truth, labelled["prediction"].astype(float)))
+    if ctx.task_type == "multiclass":
+        return float(f1_score(truth.astype(str), labelled["prediction"].astype(str), average="macro"))
+    probabilities = labelled["probabilities"].map(json.loads)
+    positive = sorted(probabilities.iloc[0])[-1]  # sklearn's positive class is the last of classes_
+    return float(roc_auc_score(truth.astype(str) == positive, probabilities.map(lambda p: p[positive])))
+
+
+@step(**IO_RETRIES)
+def publish_report(
+    client: MlflowClient,
+    settings: Settings,
+    ctx: ChampionContext,
+    result: drift.DriftResult,
+    decision: MonitorDecision,
+    samples: int,
+    live: float | None,
+    since: datetime,
+    until: datetime,
+) -> str:
+    """HTML and JSON report to storage and to an MLflow monitoring run; a Prefect summary linking to it."""
+    stamp = until.strftime("%Y%m%dT%H%M%SZ")
+    base = storage.join(settings.storage_url, "monitoring", "reports", stamp)
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    run = client.create_run(
+        experiment.experiment_id,
+        run_name=f"monitor-{stamp}",
+        tags={
+            "monitoring": "true",
+            "model.name": ctx.name,
+            "model.version": ctx.version,
+            "decision": "retrain" if decision.retrain else "keep",
+            "decision.reasons": "; ".join(decision.reasons),
+            "window.since": since.isoformat(),
+            "window.until": until.isoformat(),
+        },
+    )
+    metrics = {"drift_share": result.drift_share, "samples": samples, "drifted_columns": len(result.drifted_columns)}
+    if live is not None:
+        metrics |= {"live_primary": live, "champion_test_primary": ctx.test_primary}
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("html", "json"):
+            path = Path(tmp) / f"drift.{kind}"
+            getattr(result.snapshot, f"save_{kind}")(str(path))
+            storage.write_bytes(f"{base}/drift.{kind}", path.read_bytes(), settings)
+            client.log_artifact(run.info.run_id, str(path), "monitoring")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    drifted = ", ".join(result.drifted_columns) or "none"
+    live_line = (
+        f"{live:.4f} live vs {ctx.test_primary:.4f} on the champion's held-out data"
+        if live is not None
+        else "no labels in the window"
+    )
+    create_markdown_artifact(
+        f"# Monitoring {ctx.name} v{ctx.version}: {'retrain' if decision.retrain else 'keep'}\n\n"
+        f"Window {since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}, "
+        f"{samples} predictions.\n\n- Drift share {result.drift_share:.2f}; drifted columns: {drifted}\n"
+        f"- Primary metric: {live_line}\n- Report: `{base}/drift.html`\n\n## Decision\n"
+        + "\n".join(f"- {r}" for r in decision.reasons),
+        key="monitoring-report",
+        description="Drift, live performance and the retrain decision",
+    )
+    return f"{base}/drift.html"
+
+
+def emit(event: str, ctx: ChampionContext, **payload: Any) -> None:
+    """A Prefect event about the model, for automations (e.g. churnops.drift.detected)."""
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"churnops.model.{ctx.name}", "churnops.model.version": ctx.version},
+        payload=payload,
+    )
+    get_run_logger().info("event %s %s", event, payload)
+
+
+@step(**IO_RETRIES)
+def fresh_training_data(
+    reference: pd.DataFrame, labelled: pd.DataFrame, ctx: ChampionContext, settings: Settings
+) -> str:
+    """The reference plus the recent labelled rows, in the reference's columns, stored for the train flow."""
+    recent = labelled.copy()
+    if ctx.timestamp_column and ctx.timestamp_column not in recent.columns:
+        recent[ctx.timestamp_column] = pd.to_datetime(recent["logged_at"], utc=True).dt.tz_localize(None)
+    missing = [c for c in reference.columns if c not in recent.columns]
+    if missing and not recent.empty:
+        raise ValueError(f"labelled predictions lack {missing}: send these fields with each request to retrain on them")
+    combined = (
+        pd.concat([reference, recent[list(reference.columns)]], ignore_index=True) if not recent.empty else reference
+    )
+    for column in reference.columns:  # logged JSON numbers arrive as floats; the schema coerces them back
+        if pd.api.types.is_datetime64_any_dtype(reference[column]):
+            combined[column] = pd.to_datetime(combined[column])
+    uri = storage.join(settings.storage_url, "monitoring", "retrain", f"{data.content_hash(combined)}.parquet")
+    buffer = io.BytesIO()
+    combined.to_parquet(buffer, index=False)
+    storage.write_bytes_once(uri, buffer.getvalue(), settings)
+    return uri

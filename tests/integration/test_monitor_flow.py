@@ -1,0 +1,140 @@
+"""The monitoring flow on a real Prefect engine and MLflow store, reading a prediction log the test writes
+itself (as the serving app would), with Evidently computing the drift."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import mlflow
+import pandas as pd
+import pytest
+
+from flows.monitor import MonitorParams, monitor
+from flows.train import TrainParams, train
+from tasks import prediction_log, registry
+from tasks.demo_data import TARGET, TIMESTAMP_COLUMN, make_churn_data
+from tasks.policy import MonitorPolicy
+
+pytestmark = pytest.mark.integration
+NOW = datetime.now(UTC)
+
+
+@pytest.fixture
+def champion(prefect_server, settings, client):
+    result = train(TrainParams(demo_rows=800, n_trials=3, cv_folds=2))
+    assert result.promoted
+    return result
+
+
+def serve_traffic(settings, n: int, drift: float, seed: int, at: datetime) -> pd.DataFrame:
+    """Score demo rows with the champion and log them the way the serving app does; return the true labels."""
+    frame = make_churn_data(n_rows=n, seed=seed, drift=drift)
+    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
+    version = str(registry.current_champion(registry.connect(settings), settings.model_name).version)
+    features = frame.drop(columns=[TARGET, TIMESTAMP_COLUMN])
+    records = json.loads(features.to_json(orient="records"))
+    proba = model.predict_proba(features[list(model.feature_names_in_)])
+    outputs = [{"prediction": int(p[1] >= 0.5), "probabilities": {"0": float(p[0]), "1": float(p[1])}} for p in proba]
+    rows = []
+    for i in range(0, n, 10):  # ten records a request
+        rows += prediction_log.rows_for(
+            f"req-{seed}-{i}",
+            records[i : i + 10],
+            outputs[i : i + 10],
+            settings.model_name,
+            version,
+            "champion",
+            logged_at=at,
+        )
+    prediction_log.write(rows, settings, writer="test")
+    return frame[["customer_id", TARGET]]
+
+
+def model_events(api_url: str, model_name: str) -> set[str]:
+    body = {"filter": {"event": {"prefix": ["churnops."]}}, "limit": 50}
+    events = httpx.post(f"{api_url}/events/filter", json=body).json()["events"]
+    return {e["event"] for e in events if e["resource"]["prefect.resource.id"] == f"churnops.model.{model_name}"}
+
+
+def window(**policy) -> MonitorParams:
+    return MonitorParams(
+        since=NOW - timedelta(hours=1),
+        until=NOW + timedelta(minutes=1),
+        retrain_trials=3,
+        policy=MonitorPolicy(min_samples=200, **policy),
+    )
+
+
+def test_no_drift_gives_no_retrain(champion, settings, client):
+    serve_traffic(settings, 600, drift=0.0, seed=101, at=NOW)
+    result = monitor(window())
+    assert result.samples == 600 and not result.retrain
+    assert result.drift_share < 0.3 and "nothing crossed a threshold" in result.reasons[-1]
+    assert result.report_uri.endswith("drift.html")
+    assert (settings.local_state_dir / result.report_uri.split(str(settings.local_state_dir))[1].lstrip("/")).exists()
+    runs = client.search_runs(
+        [client.get_experiment_by_name(settings.experiment_name).experiment_id], "tags.monitoring = 'true'"
+    )
+    assert len(runs) == 1 and runs[0].data.tags["decision"] == "keep"
+    assert [v.version for v in client.search_model_versions(f"name = '{settings.model_name}'")] == [1]
+
+
+def test_drift_runs_the_training_subflow_and_emits_events(champion, settings, client, prefect_server):
+    labels = serve_traffic(settings, 600, drift=1.0, seed=102, at=NOW)
+    labels_path = settings.local_state_dir / "labels.csv"
+    labels.to_csv(labels_path, index=False)
+    params = window(cooldown_hours=0).model_copy(update={"labels_uri": str(labels_path), "label_key": "customer_id"})
+    result = monitor(params)
+    assert result.retrain and result.drift_share >= 0.3 and result.drifted_columns
+    assert result.new_version == "2"
+    assert "gate.status" in client.get_model_version(settings.model_name, "2").tags
+    retrain_rows = pd.read_parquet(next((settings.local_state_dir / "monitoring" / "retrain").glob("*.parquet")))
+    assert len(retrain_rows) == 800 + 600, "the reference plus the recent labelled rows"
+    expected = {"churnops.drift.detected", "churnops.retrain.triggered"}
+    names: set[str] = set()
+    deadline = time.time() + 30
+    while not (expected <= names and names & {"churnops.model.promoted", "churnops.model.rejected"}):
+        assert time.time() < deadline, f"events seen: {names}"
+        time.sleep(1)  # events reach the server asynchronously
+        names = model_events(prefect_server, settings.model_name)
+
+    # a second drifted window within the cooldown: the reason is the cooldown, no new version
+    serve_traffic(settings, 400, drift=1.0, seed=103, at=NOW)
+    again = monitor(
+        MonitorParams(
+            since=NOW - timedelta(hours=1),
+            until=NOW + timedelta(minutes=2),
+            policy=MonitorPolicy(min_samples=200, cooldown_hours=24),
+        )
+    )
+    assert not again.retrain and "cooldown" in again.reasons[-1]
+
+
+def test_late_labels_give_live_metrics(champion, settings):
+    labels = serve_traffic(settings, 500, drift=0.0, seed=104, at=NOW)
+    path = settings.local_state_dir / "labels.parquet"
+    labels.to_parquet(path, index=False)
+    result = monitor(
+        window(max_performance_drop=1.0).model_copy(update={"labels_uri": str(path), "label_key": "customer_id"})
+    )
+    assert result.live_primary is not None and 0.6 < result.live_primary <= 1.0
+    assert any(r.startswith("live primary") for r in result.reasons)
+
+
+def test_too_few_samples_and_an_empty_log_skip_with_a_reason(champion, settings):
+    empty = monitor(window())
+    assert not empty.retrain and empty.samples == 0 and "0 predictions" in empty.reasons[0]
+    serve_traffic(settings, 50, drift=1.0, seed=105, at=NOW)
+    few = monitor(window())
+    assert not few.retrain and "50 predictions in the window < min_samples 200" in few.reasons[0]
+
+
+def test_missing_reference_is_a_clear_error(champion, settings):
+    serve_traffic(settings, 300, drift=0.0, seed=106, at=NOW)
+    for snapshot in (settings.local_state_dir / "datasets").rglob("*.parquet"):
+        snapshot.unlink()
+    with pytest.raises(FileNotFoundError, match=r"reference data for .* is missing"):
+        monitor(window())
