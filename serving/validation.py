@@ -48,6 +48,7 @@ class RecordValidator:
     """Validates JSON records against a schema and returns the model's input frame."""
 
     def __init__(self, schema: pa.DataFrameSchema, features: Iterable[str], optional: Iterable[str] = ()) -> None:
+        self.schema = schema
         self.features = list(features)
         self.rules = {name: _rule(name, schema.columns[name]) for name in self.features}
         self.optional = {name: _rule(name, schema.columns[name]) for name in optional if name in schema.columns}

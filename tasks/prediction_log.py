@@ -60,11 +60,11 @@ def rows_for(
     ]
 
 
-def write(rows: list[dict[str, Any]], settings: Settings, writer: str = "serving") -> list[str]:
-    """Write rows as one Parquet file per day they fall in. Returns the files written."""
-    if not rows:
+def write(rows: list[dict[str, Any]] | pd.DataFrame, settings: Settings, writer: str = "serving") -> list[str]:
+    """Write rows (dicts from rows_for, or a frame with the same columns) as one Parquet file per day."""
+    if len(rows) == 0:
         return []
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows) if isinstance(rows, list) else rows.copy()
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
     written = []
     for day, part in frame.groupby(frame["logged_at"].dt.strftime("%Y-%m-%d")):

@@ -1,0 +1,72 @@
+"""Batch predict: score a file or s3:// prefix with @champion, chunk by chunk, and log like online traffic.
+
+python flows/batch_predict.py s3://bucket/to-score/ --output s3://bucket/scored/2026-11-23
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel, Field
+
+from tasks import batch, prediction_log, registry, storage
+from tasks.settings import get_settings
+
+
+class BatchParams(BaseModel):
+    input_uri: str = Field(description="A CSV/Parquet file or a folder/prefix of them (local or s3://).")
+    output_uri: str | None = Field(None, description="Where part-NNNNN.parquet files go; default in storage.")
+    alias: str = "champion"
+    chunk_rows: int = Field(100_000, ge=1, description="Rows held in memory at once.")
+    log_predictions: bool = True
+
+
+class BatchResult(BaseModel):
+    rows: int
+    model_version: str
+    output_uri: str
+    parts: int
+
+
+@flow(name="batch-predict", log_prints=True)
+def batch_predict(params: BatchParams) -> BatchResult:
+    from serving.predictor import load_version, resolve_alias
+
+    settings = get_settings()
+    client = registry.connect(settings)
+    version = resolve_alias(client, settings.model_name, params.alias)
+    model = load_version(settings, settings.model_name, version, params.alias)
+    run_id = f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    output = params.output_uri or storage.join(settings.storage_url, "batch_predictions", run_id)
+    rows = part = 0
+    for source in batch.input_files(params.input_uri, settings):
+        for chunk in batch.chunks(source, settings, params.chunk_rows):
+            accepted = batch.validate_chunk(chunk, model, f"{source} rows {rows}-{rows + len(chunk) - 1}")
+            scored = batch.score(accepted, model)
+            batch.write_part(accepted.join(scored), output, part, settings)
+            if params.log_predictions:
+                prediction_log.write(batch.log_rows(accepted, scored, model, run_id, rows), settings, writer=run_id)
+            rows, part = rows + len(chunk), part + 1
+            get_run_logger().info("scored %d rows (%d parts) with %s v%s", rows, part, model.name, version)
+    return BatchResult(rows=rows, model_version=version, output_uri=output, parts=part)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input_uri")
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    result = batch_predict(BatchParams(input_uri=args.input_uri, output_uri=args.output, chunk_rows=args.chunk_rows))
+    print(f"scored {result.rows} rows with v{result.model_version} into {result.output_uri} ({result.parts} parts)")
+
+
+if __name__ == "__main__":
+    main()
