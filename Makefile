@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint format serve mlflow-ui prefect-ui bench clean
+.PHONY: help setup run test lint format serve demo monitor mlflow-ui prefect-ui bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -44,6 +44,14 @@ format: setup ## apply ruff fixes and formatting
 
 serve: setup ## serve models:/churn@champion on a local Ray: http://127.0.0.1:8000 (docs at /docs)
 	$(BIN)/serve run serving/config.yaml
+
+demo: setup ## the loop: serve, drifted traffic, monitor, retrain subflow, gate, hot swap
+	mkdir -p $(PREFECT_HOME)
+	$(BIN)/python deployments/demo_loop.py
+
+monitor: setup ## run the monitoring flow once on the prediction log since its last run
+	mkdir -p $(PREFECT_HOME)
+	$(BIN)/python flows/monitor.py
 
 mlflow-ui: setup ## browse runs, models and artifacts at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.storage/mlflow.db --host 127.0.0.1 --port 5000
