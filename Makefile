@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint format serve demo monitor mlflow-ui prefect-ui bench clean
+.PHONY: help setup run test lint format serve demo monitor deploy worker mlflow-ui prefect-ui bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ demo: setup ## the loop: serve, drifted traffic, monitor, retrain subflow, gate,
 monitor: setup ## run the monitoring flow once on the prediction log since its last run
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python flows/monitor.py
+
+deploy: setup ## create the work pool and deploy prefect.yaml to the server at PREFECT_API_URL
+	$(BIN)/python deployments/apply.py
+
+worker: setup ## run a process worker for the churnops-process pool (PREFECT_API_URL must be set)
+	$(BIN)/prefect worker start --pool churnops-process
 
 mlflow-ui: setup ## browse runs, models and artifacts at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.storage/mlflow.db --host 127.0.0.1 --port 5000

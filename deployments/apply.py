@@ -1,0 +1,34 @@
+"""Create the work pool and deploy every deployment in prefect.yaml. Safe to run again.
+
+python deployments/apply.py          # needs PREFECT_API_URL pointing at a Prefect server (or Cloud)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK_POOL = "churnops-process"
+
+
+def prefect(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args]
+    env = {**os.environ, "CHURNOPS_PROJECT_DIR": os.environ.get("CHURNOPS_PROJECT_DIR", str(ROOT))}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=check)
+
+
+def apply() -> None:
+    existing = prefect("work-pool", "inspect", WORK_POOL, check=False)
+    if existing.returncode != 0:
+        prefect("work-pool", "create", WORK_POOL, "--type", "process")
+    result = prefect("deploy", "--all", check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"prefect deploy failed:\n{result.stdout}\n{result.stderr}")
+    print(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "deployed")
+
+
+if __name__ == "__main__":
+    apply()
