@@ -1,1 +1,1 @@
-"""Work pool, automations and the local stack (open issue: operations). Nothing here yet."""
+"""Operations: deploy the flows (apply.py) and the end-to-end demo (demo_loop.py)."""

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from tasks import batch, prediction_log, registry, storage
+from tasks import batch, data, prediction_log, registry, storage
 from tasks.settings import get_settings
 
 
@@ -46,7 +46,7 @@ def batch_predict(params: BatchParams) -> BatchResult:
     run_id = f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     output = params.output_uri or storage.join(settings.storage_url, "batch_predictions", run_id)
     rows = part = 0
-    for source in batch.input_files(params.input_uri, settings):
+    for source in data.input_files(params.input_uri, settings):
         for chunk in batch.chunks(source, settings, params.chunk_rows):
             accepted = batch.validate_chunk(chunk, model, f"{source} rows {rows}-{rows + len(chunk) - 1}")
             scored = batch.score(accepted, model)

@@ -1,1 +1,1 @@
-"""Ray Serve application (open issue: serving on Ray Serve). Nothing here yet."""
+"""The Ray Serve application: see app.py (entry point serving.app:build_app) and config.yaml."""

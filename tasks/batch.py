@@ -16,21 +16,6 @@ from tasks import data, schemas, storage
 from tasks.settings import Settings
 
 
-def input_files(uri: str, settings: Settings) -> list[str]:
-    """A single CSV/Parquet file, or every CSV/Parquet file under a prefix, in name order."""
-    fs, path = storage.filesystem(uri, settings)
-    if not fs.exists(path):
-        raise data.DataLoadError(f"{uri}: not found")
-    if fs.isfile(path):
-        data.table_format(uri)  # raises for an unsupported type
-        return [uri]
-    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
-    found = [f"{protocol}{p}" for p in sorted(fs.find(path)) if p.lower().endswith(tuple(data.READERS))]
-    if not found:
-        raise data.DataLoadError(f"{uri}: no CSV or Parquet files under this prefix")
-    return found
-
-
 def chunks(uri: str, settings: Settings, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Rows of one file, `chunk_rows` at a time: Parquet by record batches, CSV by pandas' chunked reader."""
     fs, path = storage.filesystem(uri, settings)

@@ -49,6 +49,21 @@ def load_table(uri: str, settings: Settings) -> pd.DataFrame:
     return frame
 
 
+def input_files(uri: str, settings: Settings) -> list[str]:
+    """A single CSV/Parquet file, or every CSV/Parquet file under a prefix, in name order."""
+    fs, path = storage.filesystem(uri, settings)
+    if not fs.exists(path):
+        raise DataLoadError(f"{uri}: not found")
+    if fs.isfile(path):
+        table_format(uri)  # raises for an unsupported type
+        return [uri]
+    protocol = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    found = [f"{protocol}{p}" for p in sorted(fs.find(path)) if p.lower().endswith(tuple(READERS))]
+    if not found:
+        raise DataLoadError(f"{uri}: no CSV or Parquet files under this prefix")
+    return found
+
+
 def _renamed_duplicates(frame: pd.DataFrame) -> list[str]:
     """pandas renames a repeated CSV header `x` to `x.1`; such a name beside `x` betrays a duplicated header."""
     names = {str(c) for c in frame.columns}

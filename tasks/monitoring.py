@@ -119,7 +119,10 @@ def join_labels(
     """Delayed ground truth joined on the request id or an entity key; rows without a label are dropped."""
     if not labels_uri or current.empty:
         return current.iloc[0:0]
-    labels = data.load_table(labels_uri, settings)
+    # a single file, or every CSV/Parquet file under a prefix
+    labels = pd.concat(
+        [data.load_table(uri, settings) for uri in data.input_files(labels_uri, settings)], ignore_index=True
+    )
     key = key or ("request_id" if "request_id" in labels.columns else (ctx.id_columns or ["request_id"])[0])
     missing = [c for c in (key, ctx.target) if c not in labels.columns]
     if missing:

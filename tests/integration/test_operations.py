@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mlflow.tracking import MlflowClient
+
+from tasks import registry
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,7 +81,7 @@ def test_deploy_run_through_worker_and_event_trigger(prefect_api, settings, tmp_
     assert first["state_type"] == "COMPLETED", first["state"]
     scheduled = [r for r in flow_runs(prefect_api, deployments["train-weekly"]["id"]) if r["id"] != run_id]
     assert scheduled and {r["state_type"] for r in scheduled} == {"SCHEDULED"}, "the weekly cron is scheduled"
-    client = MlflowClient(settings.tracking_uri)
+    client = registry.connect(settings)  # tracking *and* registry URI: earlier tests may have set a global one
     assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
 
     from tasks.demo_data import make_churn_data
@@ -92,8 +93,9 @@ def test_deploy_run_through_worker_and_event_trigger(prefect_api, settings, tmp_
         assert time.time() < deadline, "the new-data event did not trigger the retraining deployment"
         time.sleep(2)
     assert triggered[0]["parameters"]["params"]["data_uri"].endswith("inbox/churn-upload/fresh.csv")
-    run([str(BIN / "prefect"), "worker", "start", "--pool", "churnops-process", "--run-once"], env)
+    worker = run([str(BIN / "prefect"), "worker", "start", "--pool", "churnops-process", "--run-once"], env)
     (done,) = flow_runs(prefect_api, deployments["retrain-on-new-data"]["id"])
     assert done["state_type"] == "COMPLETED", done["state"]
-    assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 2
+    versions = client.search_model_versions(f"name = '{settings.model_name}'")
+    assert len(versions) == 2, worker.stdout[-4000:] + worker.stderr[-4000:]
     assert (settings.local_state_dir / "inbox" / "churn-upload" / "fresh.csv").exists()
