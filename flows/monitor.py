@@ -57,8 +57,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     current = monitoring.load_current(ctx, settings, since, until)
     if len(current) < params.policy.min_samples:
         reason = f"skipped: {len(current)} predictions in the window < min_samples {params.policy.min_samples}"
-        print(reason)
-        monitoring.write_state(settings, {**state, "last_until": until.isoformat()})
+        print(reason)  # the window is not advanced: these predictions count again next time
         return MonitorResult(
             samples=len(current),
             drift_share=None,

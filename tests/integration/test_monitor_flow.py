@@ -130,6 +130,9 @@ def test_too_few_samples_and_an_empty_log_skip_with_a_reason(champion, settings)
     serve_traffic(settings, 50, drift=1.0, seed=105, at=NOW)
     few = monitor(window())
     assert not few.retrain and "50 predictions in the window < min_samples 200" in few.reasons[0]
+    from tasks import monitoring
+
+    assert monitoring.read_state.fn(settings)["last_until"] is None, "a skipped window is read again next time"
 
 
 def test_missing_reference_is_a_clear_error(champion, settings):
