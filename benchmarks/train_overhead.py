@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeat", type=int, default=3, help="alternate bare and flow runs; report medians")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="churnops-bench-"))
@@ -79,7 +81,7 @@ def main() -> None:
     )
     (workdir / "storage").mkdir()
 
-    bare_s, bare_best = bare_sweep(args.trials, args.rows, args.folds, args.seed)
+    bare_times, flow_times, same = [], [], True
 
     from prefect import flow
 
@@ -99,17 +101,20 @@ def main() -> None:
     registry.connect(get_settings())  # creates the SQLite MLflow store: once per store, like Prefect's start
     mlflow_store_s = time.perf_counter() - started
 
-    started = time.perf_counter()
-    result = train(TrainParams(demo_rows=args.rows, n_trials=args.trials, cv_folds=args.folds, seed=args.seed))
-    flow_s = time.perf_counter() - started
-
-    same = result.best_params == bare_best
+    for _ in range(args.repeat):  # alternate, so drift in machine load hits both sides alike
+        bare_s, bare_best = bare_sweep(args.trials, args.rows, args.folds, args.seed)
+        started = time.perf_counter()
+        result = train(TrainParams(demo_rows=args.rows, n_trials=args.trials, cv_folds=args.folds, seed=args.seed))
+        flow_times.append(time.perf_counter() - started)
+        bare_times.append(bare_s)
+        same = same and result.best_params == bare_best
+    bare_s, flow_s = statistics.median(bare_times), statistics.median(flow_times)
     print(
         f"\ntraining overhead: {args.trials} trials, 3 families, {args.folds}-fold CV, {args.rows} demo rows "
         f"({args.rows - int(args.rows * 0.2)}-ish training rows x 11 features)"
     )
-    print(f"  (b) bare Optuna + scikit-learn sweep  {bare_s:8.1f} s")
-    print(f"  (a) train flow, end to end           {flow_s:8.1f} s")
+    print(f"  (b) bare Optuna + scikit-learn sweep  {bare_s:8.1f} s  (median of {[round(t, 1) for t in bare_times]})")
+    print(f"  (a) train flow, end to end           {flow_s:8.1f} s  (median of {[round(t, 1) for t in flow_times]})")
     print(f"  ratio (a)/(b)                        {flow_s / bare_s:8.2f}x  (overhead {flow_s / bare_s - 1:+.0%})")
     print(f"  Prefect one-off start (apart)        {prefect_start_s:8.1f} s")
     print(f"  MLflow store creation (apart)        {mlflow_store_s:8.1f} s")
