@@ -56,3 +56,34 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def demo_sweep_config(settings, client):
+    """Builds a SweepConfig for the demo data under a fresh parent run in this test's MLflow store."""
+    from tasks import schemas
+    from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN
+    from tasks.features import feature_spec
+    from tasks.sweep import SweepConfig
+
+    def build(n_trials: int, seed: int = 11, data_uri: str = "unused"):
+        spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
+        experiment = client.get_experiment_by_name(settings.experiment_name)
+        parent = client.create_run(experiment.experiment_id, run_name="parent")
+        return SweepConfig(
+            task_type="binary",
+            target=TARGET,
+            numeric=spec.numeric,
+            categorical=spec.categorical,
+            seed=seed,
+            cv_folds=2,
+            n_trials=n_trials,
+            parent_run_id=parent.info.run_id,
+            experiment_id=experiment.experiment_id,
+            tracking_uri=settings.tracking_uri,
+            data_uri=data_uri,
+            test_size=0.2,
+            split_keys=(ID_COLUMN,),
+        )
+
+    return build

@@ -12,35 +12,18 @@ import pytest
 from optuna.trial import TrialState
 
 from tasks import data, schemas
-from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-from tasks.features import feature_spec
-from tasks.sweep import SweepConfig, create_study
+from tasks.demo_data import make_churn_data
+from tasks.sweep import create_study
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_two_workers_share_one_study(prefect_server, settings, client, tmp_path):
+def test_two_workers_share_one_study(prefect_server, settings, client, demo_sweep_config, tmp_path):
     frame = schemas.validate(make_churn_data(n_rows=500, seed=4), schemas.demo_schema(), "demo")
     version = data.snapshot(frame, "churn-demo", settings)
+    config = demo_sweep_config(n_trials=10, seed=42, data_uri=version.uri)
     experiment = client.get_experiment_by_name(settings.experiment_name)
-    parent = client.create_run(experiment.experiment_id, run_name="distributed-sweep")
-    spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
-    config = SweepConfig(
-        task_type="binary",
-        target=TARGET,
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        seed=42,
-        cv_folds=2,
-        n_trials=10,
-        parent_run_id=parent.info.run_id,
-        experiment_id=experiment.experiment_id,
-        tracking_uri=settings.tracking_uri,
-        data_uri=version.uri,
-        test_size=0.2,
-        split_keys=(ID_COLUMN,),
-    )
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     create_study("shared", storage, config.seed, config)
 
@@ -66,7 +49,7 @@ def test_two_workers_share_one_study(prefect_server, settings, client, tmp_path)
     assert config.n_trials <= len(finished) <= config.n_trials + 1
     assert len({t.user_attrs["worker"] for t in finished}) == 2, "both workers ran trials"
     children = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{config.parent_run_id}'"
     )
     assert len(children) == len(study.trials)
     assert {r.data.tags["sweep.worker"] for r in children} == {t.user_attrs["worker"] for t in finished}

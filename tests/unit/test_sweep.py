@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
 from tasks import data, schemas
 from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
 from tasks.features import feature_spec
 from tasks.modeling import FAMILIES, fit, primary_score
-from tasks.sweep import SweepConfig, create_study, run_trials
+from tasks.sweep import create_study, run_trials
 
 
 @pytest.fixture(scope="module")
@@ -18,29 +17,8 @@ def frame() -> pd.DataFrame:
     return schemas.validate(make_churn_data(n_rows=500, seed=3), schemas.demo_schema(), "demo")
 
 
-def make_config(client: MlflowClient, settings, n_trials: int) -> SweepConfig:
-    spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
-    experiment = client.get_experiment_by_name(settings.experiment_name)
-    parent = client.create_run(experiment.experiment_id, run_name="parent")
-    return SweepConfig(
-        task_type="binary",
-        target=TARGET,
-        numeric=spec.numeric,
-        categorical=spec.categorical,
-        seed=11,
-        cv_folds=2,
-        n_trials=n_trials,
-        parent_run_id=parent.info.run_id,
-        experiment_id=experiment.experiment_id,
-        tracking_uri=settings.tracking_uri,
-        data_uri="unused",
-        test_size=0.2,
-        split_keys=(ID_COLUMN,),
-    )
-
-
-def test_every_trial_is_a_nested_run_with_params_and_cv_score(client, settings, frame):
-    config = make_config(client, settings, n_trials=5)
+def test_every_trial_is_a_nested_run_with_params_and_cv_score(client, demo_sweep_config, frame):
+    config = demo_sweep_config(n_trials=5)
     study = create_study("nested", None, config.seed, config)
     assert run_trials(study, config, frame) == 5
     children = client.search_runs(
@@ -57,10 +35,10 @@ def test_every_trial_is_a_nested_run_with_params_and_cv_score(client, settings, 
     }
 
 
-def test_same_seed_and_data_give_the_same_best_params(client, settings, frame):
+def test_same_seed_and_data_give_the_same_best_params(demo_sweep_config, frame):
     best = []
     for attempt in range(2):
-        config = make_config(client, settings, n_trials=6)
+        config = demo_sweep_config(n_trials=6)
         study = create_study(f"repro-{attempt}", None, config.seed, config)
         run_trials(study, config, frame)
         best.append((study.best_params, study.best_value))
@@ -97,8 +75,8 @@ def test_fit_learns_something_for_every_family(frame, family):
     assert model.predict_proba(odd).shape == (2, 2)
 
 
-def test_parallel_trials_in_threads_all_log_their_nested_run(client, settings, frame):
-    config = make_config(client, settings, n_trials=4)
+def test_parallel_trials_in_threads_all_log_their_nested_run(client, demo_sweep_config, frame):
+    config = demo_sweep_config(n_trials=4)
     study = create_study("threads", None, config.seed, config)
     run_trials(study, config, frame, n_jobs=2)
     children = client.search_runs(
