@@ -12,10 +12,10 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint format serve demo monitor deploy worker mlflow-ui prefect-ui bench clean
+.PHONY: help setup run test lint format serve demo monitor up down stack-status deploy worker mlflow-ui prefect-ui bench clean
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## create .venv and install the project with its test tools
 
@@ -53,7 +53,16 @@ monitor: setup ## run the monitoring flow once on the prediction log since its l
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python flows/monitor.py
 
-deploy: setup ## create the work pool and deploy prefect.yaml to the server at PREFECT_API_URL
+up: setup ## start the local stack: Prefect server, MLflow server + S3 (moto), worker, Ray Serve; deploy all
+	$(BIN)/python deployments/stack.py up
+
+down: ## stop the local stack (harmless when it is not running)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python deployments/stack.py down; else echo "nothing was running"; fi
+
+stack-status: setup ## which services of the local stack are up
+	$(BIN)/python deployments/stack.py status
+
+deploy: setup ## work pool, prefect.yaml deployments and automations on the server at PREFECT_API_URL
 	$(BIN)/python deployments/apply.py
 
 worker: setup ## run a process worker for the churnops-process pool (PREFECT_API_URL must be set)
@@ -68,5 +77,5 @@ prefect-ui: setup ## browse flow runs and artifacts at http://127.0.0.1:4200
 bench: setup ## framework overhead of the training flow against a bare Optuna script
 	$(BIN)/python benchmarks/train_overhead.py
 
-clean: ## delete generated state (.storage/: MLflow store, data snapshots, Prefect DB)
+clean: down ## stop the stack, delete generated state (.storage/: MLflow store, data snapshots, Prefect DB)
 	rm -rf .storage

@@ -1,4 +1,4 @@
-"""Create the work pool and deploy every deployment in prefect.yaml. Safe to run again.
+"""Create the work pool, deploy every deployment in prefect.yaml, and create the automations. Safe to run again.
 
 python deployments/apply.py          # needs PREFECT_API_URL pointing at a Prefect server (or Cloud)
 """
@@ -10,7 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from deployments.automations import apply_automations  # noqa: E402
+
 WORK_POOL = "churnops-process"
 
 
@@ -27,7 +33,9 @@ def apply() -> None:
     result = prefect("deploy", "--all", check=False)
     if result.returncode != 0:
         raise SystemExit(f"prefect deploy failed:\n{result.stdout}\n{result.stderr}")
-    print(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "deployed")
+    names = [d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]]
+    print(f"deployments: {', '.join(names)}")
+    print(f"automations: {', '.join(apply_automations())}")
 
 
 if __name__ == "__main__":

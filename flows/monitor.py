@@ -16,7 +16,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.train import TrainParams, train
-from tasks import drift, monitoring, registry
+from tasks import drift, events, monitoring, registry
 from tasks.policy import MonitorPolicy, decide
 from tasks.settings import get_settings
 
@@ -85,14 +85,14 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     report_uri = monitoring.publish_report(client, settings, ctx, result, decision, len(current), live, since, until)
     if decision.drift_detected:
         monitoring.emit(
-            "churnops.drift.detected",
+            events.DRIFT_DETECTED,
             ctx,
             drift_share=result.drift_share,
             drifted_columns=result.drifted_columns,
             report=report_uri,
         )
     if decision.performance_dropped:
-        monitoring.emit("churnops.performance.dropped", ctx, live_primary=live, champion_primary=ctx.test_primary)
+        monitoring.emit(events.PERFORMANCE_DROPPED, ctx, live_primary=live, champion_primary=ctx.test_primary)
 
     # 3. retrain through the usual gate, as a subflow
     outcome = MonitorResult(
@@ -106,7 +106,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     )
     if outcome.retrain:
         state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
-        monitoring.emit("churnops.retrain.triggered", ctx, reasons=decision.reasons)
+        monitoring.emit(events.RETRAIN_TRIGGERED, ctx, reasons=decision.reasons)
         fresh = monitoring.fresh_training_data(reference, labelled, ctx, settings)
         trained = train(
             TrainParams(
@@ -118,12 +118,6 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
                 timestamp_column=ctx.timestamp_column,
                 n_trials=params.retrain_trials,
             )
-        )
-        monitoring.emit(
-            "churnops.model.promoted" if trained.promoted else "churnops.model.rejected",
-            ctx,
-            new_version=trained.model_version,
-            reasons=trained.reasons,
         )
         outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
     monitoring.write_state(settings, {**state, "last_until": until.isoformat()})

@@ -14,9 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow
-from prefect.events import emit_event
 
-from tasks import data, storage
+from tasks import data, events, storage
 from tasks.settings import get_settings
 
 
@@ -28,11 +27,7 @@ def new_data(source: str, dataset: str, target: str = "churned", task_type: str 
     data.table_format(name)  # refuse what the train flow could not read, before announcing it
     uri = storage.join(settings.storage_url, "inbox", dataset, name)
     storage.write_bytes(uri, payload, settings)
-    emit_event(
-        event="churnops.data.arrived",
-        resource={"prefect.resource.id": f"churnops.dataset.{dataset}"},
-        payload={"uri": uri, "dataset": dataset, "target": target, "task_type": task_type},
-    )
+    events.dataset_event(events.DATA_ARRIVED, dataset, uri=uri, dataset=dataset, target=target, task_type=task_type)
     print(f"{uri}: announced as churnops.data.arrived for dataset {dataset}")
     return uri
 

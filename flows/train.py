@@ -158,6 +158,7 @@ def train(params: TrainParams | None = None) -> TrainResult:
         training.publish_decision(client, settings, model_version, decision, candidate.metrics, card, run_id)
         if decision.promote:
             training.promote(client, settings, model_version, decision, params.actor)
+        training.announce(settings, model_version, decision)
     return TrainResult(
         run_id=run_id,
         model_version=model_version,

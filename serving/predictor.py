@@ -5,6 +5,7 @@ Plain Python (no Ray), so serving logic is testable on its own and batch scoring
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,26 @@ def resolve_alias(client: MlflowClient, name: str, alias: str) -> str:
 
 def load_version(settings: Settings, name: str, version: str, alias: str) -> LoadedModel:
     """Load a registered version in the safe skops format with its schema and training metadata."""
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    return load_model_dir(download_version(name, version), name, version, alias)
+
+
+def download_version(name: str, version: str) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+
+
+def load_model_dir(local: Path, name: str, version: str, alias: str) -> LoadedModel:
     model = mlflow.sklearn.load_model(str(local))
     meta = mlflow.models.Model.load(str(local / "MLmodel")).metadata or {}
     schema = schemas.schema_from_json((local / schemas.MODEL_SCHEMA_FILE).read_text())
     features = [*meta.get("numeric", []), *meta.get("categorical", [])]
     optional = [*meta.get("id_columns", []), *([meta["timestamp_column"]] if meta.get("timestamp_column") else [])]
     return LoadedModel(name, version, alias, model, RecordValidator(schema, features, optional), meta)
+
+
+def input_example_records(local: Path) -> list[dict[str, Any]]:
+    """The input example logged with the model, as the JSON records a client would send."""
+    example = mlflow.models.Model.load(str(local / "MLmodel")).load_input_example(str(local))
+    return json.loads(pd.DataFrame(example).to_json(orient="records", date_format="iso"))
 
 
 def predict_grouped(items: list[tuple[LoadedModel, list[dict[str, Any]]]]) -> list[list[dict[str, Any]]]:

@@ -15,10 +15,9 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-from tasks import data, drift, prediction_log, registry, storage
+from tasks import data, drift, events, prediction_log, registry, storage
 from tasks.features import FeatureSpec
 from tasks.policy import MonitorDecision
 from tasks.settings import Settings
@@ -207,12 +206,8 @@ def publish_report(
 
 
 def emit(event: str, ctx: ChampionContext, **payload: Any) -> None:
-    """A Prefect event about the model, for automations (e.g. churnops.drift.detected)."""
-    emit_event(
-        event=event,
-        resource={"prefect.resource.id": f"churnops.model.{ctx.name}", "churnops.model.version": ctx.version},
-        payload=payload,
-    )
+    """A Prefect event about the champion, for automations (e.g. churnops.drift.detected)."""
+    events.model_event(event, ctx.name, ctx.version, **payload)
     get_run_logger().info("event %s %s", event, payload)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     )
     model_name: str = "churn"
     experiment_name: str = "churn"
+    serving_url: str = Field(
+        default="http://127.0.0.1:8000", description="The model API, for the post-promotion smoke test."
+    )
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the model API (serving/config.yaml api_token_env), for callers."
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, description="Where failure alerts are POSTed (Slack-compatible JSON); None: storage only."
+    )
 
     @property
     def is_remote_storage(self) -> bool:
@@ -47,9 +56,12 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.local_state_dir / 'mlflow.db'}"
 
     @property
-    def artifact_location(self) -> str:
+    def artifact_location(self) -> str | None:
+        """Artifact root for new experiments; None lets an MLflow tracking server use its own."""
         if self.mlflow_artifact_location:
             return self.mlflow_artifact_location
+        if self.tracking_uri.startswith(("http://", "https://", "databricks")):
+            return None
         if self.is_remote_storage:
             return f"{self.storage_url.rstrip('/')}/mlartifacts"
         return (self.local_state_dir / "mlartifacts").as_uri()

@@ -24,7 +24,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from sklearn.pipeline import Pipeline
 
-from tasks import data, evaluate, registry, reports, schemas, storage
+from tasks import data, evaluate, events, registry, reports, schemas, storage
 from tasks.demo_data import make_churn_data
 from tasks.features import FeatureSpec
 from tasks.modeling import SKOPS_TRUSTED_TYPES, TaskType, fit, params_from_trial
@@ -354,6 +354,13 @@ def promote(
     return registry.set_champion(
         client, settings.model_name, version, "promote", actor, "quality gate passed: " + "; ".join(decision.reasons)
     )
+
+
+def announce(settings: Settings, version: str, decision: registry.GateDecision) -> None:
+    """After the alias moved (or did not): automations such as the post-promotion smoke test react to this."""
+    event = events.MODEL_PROMOTED if decision.promote else events.MODEL_REJECTED
+    previous = decision.champion_version
+    events.model_event(event, settings.model_name, version, previous=previous, reasons=decision.reasons)
 
 
 @step(**IO_RETRIES)

@@ -1,5 +1,8 @@
-"""Operations on a real Prefect server: `prefect deploy --all`, a process worker running the training
-deployment, and the new-data event triggering the retraining deployment."""
+"""Operations on the real local stack, started and stopped with `deployments/stack.py` like users do: moto's S3
+server, a Prefect server, an MLflow tracking server with its artifacts in that S3, a Ray head serving the model
+API, and a process worker. Deployed with `prefect deploy --all` and the automations, then driven over HTTP.
+
+Nothing is mocked. The only stand-in is the alert webhook: a small HTTP receiver in this test plays Slack."""
 
 from __future__ import annotations
 
@@ -9,17 +12,22 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
 
-from tasks import registry
-
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+SMALL = json.dumps({"demo_rows": 600, "n_trials": 2, "cv_folds": 2})
+SERVICES = ("s3", "prefect", "mlflow", "ray", "worker")
 
 
 def free_port() -> int:
@@ -28,74 +36,155 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def prefect_api(tmp_path):
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    (tmp_path / "prefect-home").mkdir()
-    server = subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.time() < deadline, "prefect server did not start"
+@dataclass
+class Stack:
+    env: dict[str, str]  # what a shell gets from `stack.py env`, plus the stack's own settings
+    api: str
+    serve_url: str
+    s3_url: str
+    state_dir: Path
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result
+
+    def stack(self, command: str) -> subprocess.CompletedProcess[str]:
+        return self.run(sys.executable, "deployments/stack.py", command)
+
+    def deployment_id(self, name: str) -> str:
+        deployments = httpx.post(f"{self.api}/deployments/filter", json={}).json()
+        return next(d["id"] for d in deployments if d["name"] == name)
+
+    def runs_of(self, deployment: str) -> list[dict]:
+        body = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}, "sort": "EXPECTED_START_TIME_DESC"}
+        return httpx.post(f"{self.api}/flow_runs/filter", json=body).json()
+
+    def wait_for_run(self, deployment: str, after: set[str], timeout: float = 300) -> dict:
+        """The first run of `deployment` not in `after`, once it reached a final state."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            fresh = [r for r in self.runs_of(deployment) if r["id"] not in after and r["state_type"] != "SCHEDULED"]
+            if fresh and fresh[-1]["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+                return fresh[-1]
+            time.sleep(2)
+        raise AssertionError(f"no finished run of {deployment} within {timeout} s; worker log:\n{self.worker_log()}")
+
+    def worker_log(self) -> str:
+        return (self.state_dir / "logs" / "worker.log").read_text(errors="replace")[-5000:]
+
+    def s3_keys(self, prefix: str) -> list[str]:
+        import s3fs
+
+        fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": self.s3_url})
+        return fs.find(prefix)
+
+    def mlflow(self):
+        from mlflow.tracking import MlflowClient
+
+        uri = self.env["CHURNOPS_MLFLOW_TRACKING_URI"]
+        return MlflowClient(uri, uri)
+
+
+class Webhook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        Webhook.received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    receiver = HTTPServer(("127.0.0.1", 0), Webhook)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    state = tmp_path_factory.mktemp("stack")
+    ports = {
+        name: free_port()
+        for name in ("S3", "PREFECT", "MLFLOW", "SERVE", "RAY", "RAY_DASHBOARD", "RAY_AGENT", "RAY_CLIENT")
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "PREFECT_API_URL"))},
+        "CHURNOPS_STACK_STATE_DIR": str(state),
+        **{f"CHURNOPS_STACK_{name}_PORT": str(port) for name, port in ports.items()},
+        "CHURNOPS_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/hook",
+        "CHURNOPS_PROJECT_DIR": str(ROOT),
+    }
+    printed = subprocess.run(
+        [sys.executable, "deployments/stack.py", "env"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+    ).stdout
+    env.update(re.findall(r"^export (\w+)=(.*)$", printed, re.MULTILINE))
+    handle = Stack(env, env["PREFECT_API_URL"], env["CHURNOPS_SERVING_URL"], env["CHURNOPS_S3_ENDPOINT_URL"], state)
+    try:
+        handle.stack("up")
+        yield handle
+    finally:
+        receiver.shutdown()
+        stopped = handle.stack("down").stdout
+        assert all(name in stopped for name in SERVICES), stopped
+        assert "nothing was running" in handle.stack("down").stdout  # stopping a stopped stack is harmless
+        assert not list(state.glob("*.pid"))
+
+
+def test_starting_twice_is_harmless(stack):
+    again = stack.stack("up").stdout
+    assert all(f"{name:8} already running" in again for name in SERVICES), again
+    status = stack.stack("status").stdout
+    assert all(f"{name:8} running" in status for name in SERVICES), status
+    assert httpx.get(f"{stack.serve_url}/health").json() == {"status": "ok"}
+
+
+def test_training_deployment_promotes_then_the_smoke_test_passes_on_the_live_api(stack):
+    before = {r["id"] for r in stack.runs_of("smoke-test-on-promotion")}
+    stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", f"params={SMALL}")
+    trained = stack.wait_for_run("train-weekly", after=set())
+    assert trained["state_type"] == "COMPLETED", trained["state"]
+    scheduled = [r for r in stack.runs_of("train-weekly") if r["state_type"] == "SCHEDULED"]
+    assert scheduled, "the weekly cron is scheduled"
+
+    # the promotion event ran the smoke test through the automation, against the Ray Serve app
+    smoke = stack.wait_for_run("smoke-test-on-promotion", after=before)
+    assert smoke["state_type"] == "COMPLETED", f"{smoke['state']}\n{stack.worker_log()}"
+    champion = stack.mlflow().get_model_version_by_alias("churn", "champion")
+    assert httpx.get(f"{stack.serve_url}/metadata").json()["model_version"] == str(champion.version)
+
+    # everything that is not a database lives in the bucket: model artifacts, data snapshots, prediction logs
+    assert any(k.endswith("MLmodel") for k in stack.s3_keys("churnops/mlartifacts"))
+    assert any("/datasets/churn-demo/" in k and k.endswith(".parquet") for k in stack.s3_keys("churnops/storage"))
+    deadline = time.time() + 30
+    while not stack.s3_keys("churnops/storage/predictions"):  # the smoke test's requests, flushed every 2 s
+        assert time.time() < deadline, "no prediction log in S3"
         time.sleep(1)
-    yield url
-    server.terminate()
-    server.wait(30)
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def flow_runs(api: str, deployment_id: str) -> list[dict]:
-    body = {"deployments": {"id": {"any_": [deployment_id]}}}
-    return httpx.post(f"{api}/flow_runs/filter", json=body).json()
-
-
-def test_deploy_run_through_worker_and_event_trigger(prefect_api, settings, tmp_path):
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "CHURNOPS_PROJECT_DIR": str(ROOT)}
-    run([sys.executable, "deployments/apply.py"], env)
-    run([sys.executable, "deployments/apply.py"], env)  # applying twice is harmless
-    deployments = {d["name"]: d for d in httpx.post(f"{prefect_api}/deployments/filter", json={}).json()}
-    assert {"train-weekly", "retrain-on-new-data", "monitor-hourly", "batch-predict-daily"} <= set(deployments)
-    assert deployments["train-weekly"]["work_pool_name"] == "churnops-process"
-
-    small = json.dumps({"demo_rows": 600, "n_trials": 2, "cv_folds": 2})
-    created = run([str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", f"params={small}"], env)
-    run_id = re.search(r"UUID: ([0-9a-f-]{36})", created.stdout).group(1)
-    run([str(BIN / "prefect"), "worker", "start", "--pool", "churnops-process", "--run-once"], env)
-    first = httpx.get(f"{prefect_api}/flow_runs/{run_id}").json()
-    assert first["state_type"] == "COMPLETED", first["state"]
-    scheduled = [r for r in flow_runs(prefect_api, deployments["train-weekly"]["id"]) if r["id"] != run_id]
-    assert scheduled and {r["state_type"] for r in scheduled} == {"SCHEDULED"}, "the weekly cron is scheduled"
-    client = registry.connect(settings)  # tracking *and* registry URI: earlier tests may have set a global one
-    assert len(client.search_model_versions(f"name = '{settings.model_name}'")) == 1
-
+def test_new_data_event_runs_the_retraining_deployment(stack, tmp_path):
     from tasks.demo_data import make_churn_data
 
+    versions = len(stack.mlflow().search_model_versions("name = 'churn'"))
     make_churn_data(n_rows=600, seed=77).to_csv(tmp_path / "fresh.csv", index=False)
-    run([sys.executable, "flows/new_data.py", str(tmp_path / "fresh.csv"), "--dataset", "churn-upload"], env)
-    deadline = time.time() + 90
-    while not (triggered := flow_runs(prefect_api, deployments["retrain-on-new-data"]["id"])):
-        assert time.time() < deadline, "the new-data event did not trigger the retraining deployment"
-        time.sleep(2)
-    assert triggered[0]["parameters"]["params"]["data_uri"].endswith("inbox/churn-upload/fresh.csv")
-    worker = run([str(BIN / "prefect"), "worker", "start", "--pool", "churnops-process", "--run-once"], env)
-    (done,) = flow_runs(prefect_api, deployments["retrain-on-new-data"]["id"])
-    assert done["state_type"] == "COMPLETED", done["state"]
-    versions = client.search_model_versions(f"name = '{settings.model_name}'")
-    assert len(versions) == 2, worker.stdout[-4000:] + worker.stderr[-4000:]
-    assert (settings.local_state_dir / "inbox" / "churn-upload" / "fresh.csv").exists()
+    stack.run(sys.executable, "flows/new_data.py", str(tmp_path / "fresh.csv"), "--dataset", "churn-upload")
+    retrained = stack.wait_for_run("retrain-on-new-data", after=set())
+    assert retrained["state_type"] == "COMPLETED", f"{retrained['state']}\n{stack.worker_log()}"
+    assert retrained["parameters"]["params"]["data_uri"] == "s3://churnops/storage/inbox/churn-upload/fresh.csv"
+    assert len(stack.mlflow().search_model_versions("name = 'churn'")) == versions + 1
+
+
+def test_a_failed_run_raises_an_alert_and_leaves_the_registry_alone(stack):
+    client = stack.mlflow()
+    versions = len(client.search_model_versions("name = 'churn'"))
+    before = {r["id"] for r in stack.runs_of("alert-on-failure")}
+    bad = json.dumps({"data_uri": "s3://churnops/no-such-file.csv", "n_trials": 2})
+    stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", f"params={bad}")
+    alert = stack.wait_for_run("alert-on-failure", after=before)
+    assert alert["state_type"] == "COMPLETED", f"{alert['state']}\n{stack.worker_log()}"
+
+    (stored,) = [k for k in stack.s3_keys("churnops/storage/alerts") if k.endswith(".json")]
+    assert alert["parameters"]["flow_run"].removeprefix("prefect.flow-run.") in stored
+    (posted,) = Webhook.received
+    assert "train-weekly" in posted["text"] and "no-such-file.csv: file not found" in posted["text"]
+    assert posted["alert"]["state"] == "Failed"
+    assert len(client.search_model_versions("name = 'churn'")) == versions

@@ -60,6 +60,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
         port = free_port()
         # 4 logical CPUs on 2 cores: the apps of these tests side by side, each replica asking for a fraction
         ray.init(
+            address="local",  # a new local instance, never a cluster some other process started
             num_cpus=4,
             include_dashboard=False,
             object_store_memory=200 * 1024**2,
@@ -313,3 +314,44 @@ def test_shadow_sees_a_copy_is_logged_and_not_returned(served):
         assert set(log[log["variant"] == "shadow"]["request_id"]) == ids
     finally:
         serve.delete("churn-shadow")
+
+
+def test_smoke_test_passes_on_the_served_champion(served, monkeypatch):
+    from flows.smoke_test import smoke_test
+
+    monkeypatch.setenv("CHURNOPS_API_TOKEN", TOKEN)
+    summary = smoke_test(endpoint=served["url"], wait_s=30)
+    assert f"serves churn-serving v{served['versions'][0]}" in summary and "answered as registered" in summary
+
+
+def test_smoke_test_rolls_back_a_version_the_replicas_cannot_load(served, monkeypatch):
+    from flows.smoke_test import smoke_test
+    from tasks.smoke import ModelFailure
+
+    monkeypatch.setenv("CHURNOPS_API_TOKEN", TOKEN)
+    settings, name, v1 = served["settings"], served["settings"].model_name, served["versions"][0]
+    client = registry.connect(settings)
+    with mlflow.start_run(run_name="broken-model") as run:
+        mlflow.log_text("this is not an MLmodel file: [", "model/MLmodel")
+    broken = str(mlflow.register_model(f"runs:/{run.info.run_id}/model", name).version)
+    registry.set_champion(client, name, broken, "promote", "test", "a version whose artifacts are broken")
+
+    with pytest.raises(ModelFailure, match=f"still serves v{v1} .* after v{broken} became champion"):
+        smoke_test(endpoint=served["url"], wait_s=5)
+    assert str(registry.current_champion(client, name).version) == v1, "rolled back to the champion before"
+    last = registry.history(client, name)[-1]
+    assert (last.action, last.version, last.previous, last.by) == ("rollback", v1, broken, "smoke-test")
+    assert last.reason.startswith("smoke test failed")
+    assert httpx.get(f"{served['url']}/ready").json()["version"] == v1, "traffic never left v1"
+
+
+def test_smoke_test_against_an_endpoint_that_is_down_fails_without_touching_the_alias(served):
+    from flows.smoke_test import smoke_test
+    from tasks.smoke import EndpointUnavailable
+
+    settings = served["settings"]
+    client = registry.connect(settings)
+    before = registry.current_champion(client, settings.model_name).version
+    with pytest.raises(EndpointUnavailable, match="no answer from"):
+        smoke_test(endpoint=f"http://127.0.0.1:{free_port()}", wait_s=3)
+    assert registry.current_champion(client, settings.model_name).version == before
