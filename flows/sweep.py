@@ -27,7 +27,7 @@ def sweep_worker(
     study_name: str, optuna_storage: str, seed: int = 42, n_jobs: int = 1, timeout_s: float | None = None
 ) -> int:
     settings = get_settings()
-    study, config = training.join_study(study_name, optuna_storage, seed)
+    study, config = training.join_study(study_name, optuna_storage, seed, settings)
     train_rows = training.training_rows(config, settings)
     return training.run_worker_trials(study, config, train_rows, n_jobs, timeout_s)
 

@@ -88,7 +88,7 @@ def train(params: TrainParams | None = None) -> TrainResult:
             timestamp,
             training.stored_schema(settings, dataset),
         )
-    accepted = training.validate(raw, schema, source)
+    accepted = training.validate(raw, schema, source, params.target, params.task_type, params.cv_folds)
 
     # 2. version the accepted data by content hash
     version = training.snapshot(accepted, dataset, schema, settings)

@@ -80,8 +80,15 @@ RECORDS_BODY = {
 }
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a client's lone surrogate echoed in an error must not fail the encoding."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _error(status: int, message: str, request_id: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "request_id": request_id, **extra}, status_code=status)
+    return AsciiJSONResponse({"error": message, "request_id": request_id, **extra}, status_code=status)
 
 
 @serve.deployment(name="churn", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
@@ -173,8 +180,8 @@ class ChurnService:
             return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as err:
-            return self._refuse(400, f"body is not valid JSON: {err}", request_id)
+        except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
+            return self._refuse(400, f"body is not valid JSON: {str(err)[:200]}", request_id)
         records = [payload] if isinstance(payload, dict) else payload
         if not isinstance(records, list) or not records:
             return self._refuse(422, "expected a JSON object or a non-empty list of objects", request_id)
@@ -198,7 +205,7 @@ class ChurnService:
         self._record(request_id, records, model, predictions, variant, elapsed_ms)
         if variant == "champion" and self.config.mode == "shadow":
             asyncio.get_running_loop().create_task(self._shadow(records, request_id))
-        return JSONResponse(
+        return AsciiJSONResponse(
             {
                 "request_id": request_id,
                 "variant": variant,

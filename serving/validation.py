@@ -104,22 +104,43 @@ def _problems(rule: FieldRule, value: Any) -> list[str]:
 
 def _type_problem(kind: str, value: Any) -> str | None:
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind in {"number", "integer"} and is_number:
+        try:
+            as_float = float(value)  # JSON integers are unbounded; the model's floats are not
+        except OverflowError:
+            return "number too large"
+        if not math.isfinite(as_float):
+            return "expected a finite number"
     if kind == "number" and not is_number:
-        return f"expected a number, got {type(value).__name__} {value!r}"
-    if kind == "number" and not math.isfinite(value):
-        return "expected a finite number"
+        return f"expected a number, got {type(value).__name__} {_show(value)}"
     if kind == "integer" and not (is_number and float(value).is_integer()):
-        return f"expected an integer, got {value!r}"
+        return f"expected an integer, got {_show(value)}"
     if kind == "boolean" and not isinstance(value, bool) and value not in (0, 1):
-        return f"expected true or false, got {value!r}"
+        return f"expected true or false, got {_show(value)}"
     if kind == "text" and not isinstance(value, str):
-        return f"expected a string, got {type(value).__name__} {value!r}"
+        return f"expected a string, got {type(value).__name__} {_show(value)}"
+    if kind == "text" and not _is_unicode(value):
+        return "text is not valid Unicode (a lone surrogate escape)"
     if kind == "timestamp":
         try:
             pd.Timestamp(value)
-        except (ValueError, TypeError):
-            return f"expected an ISO 8601 timestamp, got {value!r}"
+        except (ValueError, TypeError, OverflowError):
+            return f"expected an ISO 8601 timestamp, got {_show(value)}"
     return None
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """A value as the client sent it, cut short: error messages must not echo megabytes."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown)} characters)"
 
 
 def _rule(name: str, column: pa.Column) -> FieldRule:
@@ -143,12 +164,12 @@ def _compile(check: pa.Check) -> Check:
     if name == "isin":
         allowed = set(stats["allowed_values"])
         shown = sorted(map(str, allowed))
-        return lambda v: None if v in allowed else f"unknown category {v!r}; expected one of {shown}"
+        return lambda v: None if v in allowed else f"unknown category {_show(v)}; expected one of {shown}"
     if name == "in_range":
         low, high = stats["min_value"], stats["max_value"]
         low_ok = (lambda v: v >= low) if stats.get("include_min", True) else (lambda v: v > low)
         high_ok = (lambda v: v <= high) if stats.get("include_max", True) else (lambda v: v < high)
-        return lambda v: None if low_ok(v) and high_ok(v) else f"{v!r} is out of range [{low}, {high}]"
+        return lambda v: None if low_ok(v) and high_ok(v) else f"{_show(v)} is out of range [{low}, {high}]"
     comparisons = {
         "greater_than_or_equal_to": (lambda v, b: v >= b, ">="),
         "greater_than": (lambda v, b: v > b, ">"),
@@ -158,8 +179,8 @@ def _compile(check: pa.Check) -> Check:
     if name in comparisons:
         test, symbol = comparisons[name]
         bound = next(iter(stats.values()))
-        return lambda v: None if test(v, bound) else f"{v!r} must be {symbol} {bound}"
+        return lambda v: None if test(v, bound) else f"{_show(v)} must be {symbol} {bound}"
     if name == "str_matches":
         pattern = re.compile(stats["pattern"])
-        return lambda v: None if pattern.match(v) else f"{v!r} does not match {pattern.pattern!r}"
+        return lambda v: None if pattern.match(v) else f"{_show(v)} does not match {pattern.pattern!r}"
     raise ValueError(f"check {name!r} has no request-time equivalent; add one to serving/validation.py")

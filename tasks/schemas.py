@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
@@ -18,6 +19,7 @@ TABLE_CHECKS = {
     "column_in_dataframe": "required column is missing",
     "column_in_schema": "unexpected column, not in the schema",
     "has_rows": "no rows to validate",
+    "not_all_null": "every value is null",
 }
 
 
@@ -141,6 +143,17 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd
         raise DataValidationError(source, summarize_failures(err.failure_cases)) from None
 
 
+def validate_for_training(
+    frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str, target: str, task_type: str, min_class_rows: int
+) -> pd.DataFrame:
+    """The schema, then what training needs beyond it; every problem of both kinds in one report."""
+    accepted = validate(frame, schema, source)
+    problems = fitness_problems(accepted, target, task_type, min_class_rows)
+    if problems:
+        raise DataValidationError(source, problems)
+    return accepted
+
+
 def summarize_failures(failure_cases: pd.DataFrame) -> list[Problem]:
     """Group pandera's row-per-failure table into one problem per (column, check), leaving out the echoes
     of a value that could not be coerced (the dtype check and range checks that then crash on it)."""
@@ -168,3 +181,34 @@ def _is_echo(row: pd.Series, cases: pd.DataFrame) -> bool:
         return True
     # a null that also failed not_nullable is reported once, as a null
     return check.startswith("coerce_dtype(") and pd.isna(case) and (same_column == "not_nullable").any()
+
+
+def fitness_problems(frame: pd.DataFrame, target: str, task_type: str, min_class_rows: int) -> list[Problem]:
+    """What a schema cannot say but training needs: finite numbers, no all-null column, and a target a model
+    can learn (two classes or more, each with enough rows for the cross-validation folds; a varying number)."""
+    problems: list[Problem] = []
+    for name in frame.columns:
+        series = frame[name]
+        if series.isna().all():
+            problems.append(Problem(column=str(name), check="not_all_null", rows=len(series)))
+        elif pd.api.types.is_float_dtype(series):
+            infinite = series[np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))]
+            if len(infinite):
+                examples = infinite.drop_duplicates().head(MAX_EXAMPLES).tolist()
+                problems.append(Problem(column=str(name), check="finite", rows=len(infinite), examples=examples))
+    if target not in frame.columns or frame[target].isna().all():
+        return problems
+    labels = frame[target].dropna()
+    if task_type == "regression":
+        if labels.nunique() < 2:
+            problems.append(Problem(target, "target_varies", len(labels), labels.head(1).tolist()))
+        return problems
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        problems.append(Problem(target, "at_least_two_classes", len(labels), counts.index.tolist()))
+    else:
+        rare = counts[counts < min_class_rows]
+        if len(rare):
+            check = f"at_least_{min_class_rows}_rows_per_class"
+            problems.append(Problem(target, check, int(rare.sum()), rare.index.tolist()[:MAX_EXAMPLES]))
+    return problems

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,6 +66,15 @@ class Settings(BaseSettings):
         if self.is_remote_storage:
             return f"{self.storage_url.rstrip('/')}/mlartifacts"
         return (self.local_state_dir / "mlartifacts").as_uri()
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***: safe to record in tags, study attributes and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -19,6 +19,7 @@ from sklearn.model_selection import KFold, StratifiedKFold
 
 from tasks.features import FeatureSpec
 from tasks.modeling import TaskType, fit, params_from_trial, primary_score, suggest_params
+from tasks.settings import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,10 @@ class SweepConfig:
         return FeatureSpec(self.numeric, self.categorical)
 
     def to_attrs(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        """For the study's user attributes: workers read them back. The MLflow password stays out (workers use
+        their own settings); the data URI stays whole, workers read the snapshot through it."""
+        attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in self.__dict__.items()}
+        return {**attrs, "tracking_uri": redact_url(self.tracking_uri)}
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> SweepConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import tempfile
 import warnings
@@ -28,7 +29,7 @@ from tasks import data, evaluate, events, registry, reports, schemas, storage
 from tasks.demo_data import make_churn_data
 from tasks.features import FeatureSpec
 from tasks.modeling import SKOPS_TRUSTED_TYPES, TaskType, fit, params_from_trial
-from tasks.settings import PROJECT_ROOT, Settings
+from tasks.settings import PROJECT_ROOT, Settings, redact_url
 from tasks.sweep import SweepConfig, create_study, load_study, run_trials
 
 # Inputs here are frames and clients: hashing them for a cache key costs time and buys nothing.
@@ -108,10 +109,13 @@ def stored_schema(settings: Settings, dataset: str) -> pa.DataFrameSchema | None
 
 
 @step
-def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.DataFrame:
+def validate(
+    frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str, target: str, task_type: str, cv_folds: int
+) -> pd.DataFrame:
     """Lazy validation; on failure, publish the report as a Prefect table before the flow ends."""
     try:
-        return schemas.validate(frame, schema, source)
+        # each class needs a row in every fold, plus one for the held-out split
+        return schemas.validate_for_training(frame, schema, source, target, task_type, min_class_rows=cv_folds + 1)
     except schemas.DataValidationError as err:
         create_table_artifact(
             table=err.as_table(),
@@ -171,7 +175,7 @@ def start_run(
         tags={
             "mlflow.source.git.commit": commit,
             "data.digest": version.digest,
-            "data.uri": version.uri,
+            "data.uri": redact_url(version.uri),
             "data.dataset": version.dataset,
             "data.rows": str(version.rows),
             "task_type": task_type,
@@ -179,7 +183,7 @@ def start_run(
         },
     )
     dataset = mlflow.data.from_pandas(
-        frame, source=version.uri, targets=target, name=version.dataset, digest=version.digest
+        frame, source=redact_url(version.uri), targets=target, name=version.dataset, digest=version.digest
     )
     with mlflow.start_run(run_id=run.info.run_id):
         mlflow.log_input(dataset, context="training")
@@ -204,8 +208,16 @@ def sweep(
 
 
 @step(**IO_RETRIES)
-def join_study(study_name: str, optuna_storage: str, seed: int) -> tuple[optuna.Study, SweepConfig]:
-    return load_study(study_name, optuna_storage, seed)
+def join_study(study_name: str, optuna_storage: str, seed: int, settings: Settings) -> tuple[optuna.Study, SweepConfig]:
+    """The running study and its config, with this worker's own MLflow URI (the study keeps no passwords)."""
+    study, config = load_study(study_name, optuna_storage, seed)
+    own = settings.tracking_uri
+    if redact_url(own) != config.tracking_uri:
+        raise ValueError(
+            f"this worker's MLflow is {redact_url(own)} but the study's runs are in {config.tracking_uri}: "
+            "set CHURNOPS_MLFLOW_TRACKING_URI to the same store"
+        )
+    return study, dataclasses.replace(config, tracking_uri=own)
 
 
 @step(**IO_RETRIES)

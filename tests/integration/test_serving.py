@@ -355,3 +355,77 @@ def test_smoke_test_against_an_endpoint_that_is_down_fails_without_touching_the_
     with pytest.raises(EndpointUnavailable, match="no answer from"):
         smoke_test(endpoint=f"http://127.0.0.1:{free_port()}", wait_s=3)
     assert registry.current_champion(client, settings.model_name).version == before
+
+
+def test_no_client_input_gets_a_5xx(served):
+    """Schema-driven fuzz over HTTP: paths and methods from the app's own OpenAPI document, records built from
+    the model's own input contract (/metadata) with every field open to any JSON value, plus raw bytes, deep
+    nesting and unbounded numbers. Whatever a client sends, the answer is 2xx or a 4xx that says why."""
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as fuzz_settings
+    from hypothesis import strategies as st
+
+    url = served["url"]
+    spec = httpx.get(f"{url}/openapi.json").json()
+    contract = httpx.get(f"{url}/metadata").json()["input_schema"]
+    valid = records(1)[0]
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.integers(min_value=10**300, max_value=10**320)
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(alphabet=st.characters(codec=None), max_size=30)  # lone surrogates too
+        | st.sampled_from(["", "2026-13-45", "1e999", "NaN", "true", "\x00"])
+    )
+    json_values = st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    )
+
+    @st.composite
+    def mutated_record(draw):
+        record = dict(valid)
+        for name in draw(st.lists(st.sampled_from(sorted(contract)), max_size=4, unique=True)):
+            if draw(st.booleans()):
+                record[name] = draw(json_values)
+            else:
+                record.pop(name, None)
+        record.update(draw(st.dictionaries(st.text(max_size=8), json_values, max_size=2)))
+        return record
+
+    def encoded(value) -> bytes:
+        return json.dumps(value, allow_nan=True).encode()
+
+    bodies = st.one_of(
+        st.lists(mutated_record(), min_size=1, max_size=4).map(encoded),
+        mutated_record().map(encoded),
+        json_values.map(encoded),
+        st.binary(max_size=300),
+        st.integers(min_value=1, max_value=200_000).map(lambda n: b"[" * n + b"]" * n),
+        st.sampled_from([b"1" + b"0" * 5000, b'{"a": 1e999999}', b"\xff\xfe\x00", b'"\\ud800"']),
+    )
+    operations = [(path, method.upper()) for path, item in spec["paths"].items() for method in item]
+    assert ("/predict", "POST") in operations
+
+    with httpx.Client(timeout=30) as http:
+
+        @given(
+            operation=st.sampled_from(operations), body=bodies, query=st.dictionaries(st.text(max_size=5), st.text())
+        )
+        @fuzz_settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(operation, body, query):
+            path, method = operation
+            response = http.request(
+                method,
+                f"{url}{path}",
+                content=body,
+                params=query,
+                headers={**HEADERS, "content-type": "application/json"},
+            )
+            assert response.status_code < 500, (
+                f"{method} {path} {body[:200]!r} -> {response.status_code} {response.text[:300]}"
+            )
+            if response.status_code >= 400:
+                assert response.json()["error"], response.text[:300]
+
+        check()

@@ -108,6 +108,33 @@ def bad_files(tmp_path) -> dict[str, tuple[str, type[Exception], str]]:
     cases["empty-file"] = (str(tmp_path / "empty.csv"), data.DataLoadError, "file is empty")
     (tmp_path / "garbage.parquet").write_bytes(b"\x00\x01 not parquet at all")
     cases["unreadable-file"] = (str(tmp_path / "garbage.parquet"), data.DataLoadError, "unreadable as parquet")
+
+    # the resilience corpus: encodings, headers, extreme values, degenerate columns and targets
+    accented = good.astype({"region": object})
+    accented.loc[0, "region"] = "Zürich"
+    accented.to_csv(tmp_path / "latin1.csv", index=False, encoding="latin-1")
+    cases["latin-1"] = (str(tmp_path / "latin1.csv"), data.DataLoadError, "not valid UTF-8 text")
+    good.to_csv(tmp_path / "utf16.csv", index=False, encoding="utf-16")
+    cases["utf-16"] = (str(tmp_path / "utf16.csv"), data.DataLoadError, "not valid UTF-8 text")
+    text = good.to_csv(index=False).splitlines()
+    (tmp_path / "dup.csv").write_text("\n".join([text[0].replace("age", "tenure_months"), *text[1:]]))
+    cases["duplicated-header"] = (str(tmp_path / "dup.csv"), data.DataLoadError, "duplicated column names")
+    huge = good.copy()
+    huge.loc[5, "monthly_charges"] = 1e308
+    cases["huge-value"] = (csv("huge", huge), schemas.DataValidationError, "in_range(0, 1000)")
+    infinite = good.copy()
+    infinite.loc[6, "total_charges"] = np.inf
+    cases["infinite-value"] = (csv("inf", infinite), schemas.DataValidationError, "in_range(0, 200000)")
+    cases["all-null-column"] = (
+        csv("allnull", good.assign(data_usage_gb=np.nan)),
+        schemas.DataValidationError,
+        "column 'data_usage_gb': every value is null",
+    )
+    cases["single-class-target"] = (
+        csv("oneclass", good.assign(**{TARGET: 0})),
+        schemas.DataValidationError,
+        f"column '{TARGET}': check at_least_two_classes",
+    )
     return cases
 
 

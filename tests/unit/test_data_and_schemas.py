@@ -163,3 +163,25 @@ def test_split_is_stable_by_row_key_across_data_versions(demo):
     assert set(test_a[ID_COLUMN]) <= set(test_b[ID_COLUMN])
     assert not set(train_b[ID_COLUMN]) & set(test_a[ID_COLUMN])
     assert 0.15 < len(test_a) / len(demo) < 0.35
+
+
+def test_training_fitness_beyond_the_schema():
+    frame = pd.DataFrame(
+        {
+            "x": [1.0, float("inf"), -float("inf"), 2.0, 3.0, 4.0],
+            "empty": [None] * 6,
+            "label": ["a", "a", "a", "a", "a", "b"],
+            "amount": [1.5, 1.5, 1.5, 1.5, 1.5, 1.5],
+        }
+    )
+    found = {p.check: p for p in schemas.fitness_problems(frame, "label", "binary", min_class_rows=3)}
+    assert found["finite"].column == "x" and found["finite"].rows == 2
+    assert found["not_all_null"].column == "empty"
+    assert found["at_least_3_rows_per_class"].examples == ["b"]
+    assert "column 'empty': every value is null" in found["not_all_null"].describe()
+
+    regression = {p.check for p in schemas.fitness_problems(frame.drop(columns="x"), "amount", "regression", 3)}
+    assert "target_varies" in regression
+    single = schemas.fitness_problems(frame.assign(label="a")[["label"]], "label", "binary", 3)
+    assert [p.check for p in single] == ["at_least_two_classes"]
+    assert schemas.fitness_problems(make_churn_data(n_rows=300, seed=2), TARGET, "binary", 3) == []

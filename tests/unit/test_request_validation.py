@@ -42,6 +42,12 @@ def test_good_records_become_the_model_input(validator, good_record):
         ({"nickname": "bob"}, "nickname", "unknown field"),
         ({ID_COLUMN: "not-an-id"}, ID_COLUMN, "does not match"),
         ({"support_tickets": True}, "support_tickets", "expected an integer"),
+        # found by the HTTP fuzz (tests/integration/test_serving.py): these used to raise inside the server
+        ({"tenure_months": 10**400}, "tenure_months", "number too large"),
+        ({"monthly_charges": 10**400}, "monthly_charges", "number too large"),
+        ({"monthly_charges": float("inf")}, "monthly_charges", "expected a finite number"),
+        ({ID_COLUMN: "C1234-\ud800"}, ID_COLUMN, "not valid Unicode"),
+        ({"contract": "x" * 10_000}, "contract", "(10002 characters)"),
     ],
 )
 def test_each_mistake_is_named(validator, good_record, change, field, phrase):
