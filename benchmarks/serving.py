@@ -34,6 +34,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def throwaway_store(prefix: str) -> Path:
+    """A temporary storage folder and SQLite MLflow store for model `bench`, set in the environment."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.update(
+        CHURNOPS_STORAGE_URL=str(workdir / "storage"),
+        CHURNOPS_MODEL_NAME="bench",
+        CHURNOPS_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    (workdir / "storage").mkdir()
+    return workdir
+
+
 def register_model(workdir: Path) -> tuple[list[dict], object]:
     """Fit and register one model; return request records and the fitted pipeline."""
     import mlflow
@@ -147,15 +161,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="churnops-serve-bench-"))
-    os.environ.update(
-        CHURNOPS_STORAGE_URL=str(workdir / "storage"),
-        CHURNOPS_MODEL_NAME="bench",
-        CHURNOPS_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-        MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-        MLFLOW_DISABLE_TELEMETRY="true",
-    )
-    (workdir / "storage").mkdir()
+    workdir = throwaway_store("churnops-serve-bench-")
     records, model = register_model(workdir)
 
     import pandas as pd

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow
 
-from tasks import training
+from tasks import registry, training
 from tasks.settings import get_settings
 
 
@@ -27,6 +27,7 @@ def sweep_worker(
     study_name: str, optuna_storage: str, seed: int = 42, n_jobs: int = 1, timeout_s: float | None = None
 ) -> int:
     settings = get_settings()
+    registry.connect(settings)  # the same MLflow store and retry budget as the train flow
     study, config = training.join_study(study_name, optuna_storage, seed, settings)
     train_rows = training.training_rows(config, settings)
     return training.run_worker_trials(study, config, train_rows, n_jobs, timeout_s)

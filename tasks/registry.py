@@ -25,6 +25,8 @@ def connect(settings: Settings) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists with our artifact root."""
     if not settings.is_remote_storage:
         settings.local_state_dir.mkdir(parents=True, exist_ok=True)
+    # read by MLflow at each request; set here so every flow, worker and replica gets the same budget
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_http_max_retries))
     if settings.s3_endpoint_url:
         # MLflow's S3 artifact store reads its endpoint only from the environment
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)

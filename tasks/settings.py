@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     )
     model_name: str = "churn"
     experiment_name: str = "churn"
+    mlflow_http_max_retries: int = Field(
+        default=4,
+        ge=0,
+        description="Retries of one MLflow HTTP request, backing off 2, 4, 8, 16 s: a server restart is ridden "
+        "out, a dead server fails the run in about a minute. MLflow's own default (7) waits about 4 minutes "
+        "per request. MLFLOW_HTTP_REQUEST_MAX_RETRIES, when set, wins.",
+    )
     serving_url: str = Field(
         default="http://127.0.0.1:8000", description="The model API, for the post-promotion smoke test."
     )

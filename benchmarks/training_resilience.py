@@ -1,0 +1,193 @@
+"""Training under faults, on the real local stack: what is left behind, and how each failure reads.
+
+    python benchmarks/training_resilience.py [--trials 30]
+
+Starts the stack of deployments/stack.py (S3, Prefect server, MLflow server; no Ray, no worker) in a throwaway
+folder on free ports, trains once to have a champion, then runs `python flows/train.py` against it through:
+
+  mlflow-down   the MLflow server stopped mid-sweep and kept down: how the run ends, and that no version was
+                registered and @champion did not move
+  mlflow-blip   the MLflow server stopped mid-sweep for 10 s, then back: does the run finish
+  killed        the training process SIGKILLed mid-sweep, then run again on the same data: one data snapshot,
+                and the alias on the rerun's version (or kept), never on an orphan
+  s3-down       the S3 API stopped before a run: retries, then how the failure reads
+
+Prints one line per scenario. Nothing here is timed against a target; the point is what is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.serving import free_port  # noqa: E402
+from deployments import stack as local_stack  # noqa: E402
+
+
+def start_stack(state: Path) -> tuple[local_stack.StackSettings, dict[str, str]]:
+    ports = {f"CHURNOPS_STACK_{n}_PORT": str(free_port()) for n in ("S3", "PREFECT", "MLFLOW")}
+    os.environ.update(ports, CHURNOPS_STACK_STATE_DIR=str(state), CHURNOPS_STACK_SERVE="false")
+    settings = local_stack.StackSettings()
+    env = {**os.environ, **local_stack.client_env(settings)}
+    by_name = {s.name: s for s in local_stack.services(settings)}
+    state.mkdir(parents=True, exist_ok=True)
+    for name in ("s3", "prefect", "mlflow"):
+        local_stack.start(settings, by_name[name], env)
+    for name in ("s3", "prefect", "mlflow"):
+        local_stack.wait_ready(settings, by_name[name])
+    local_stack.ensure_bucket(settings, env)
+    return settings, env
+
+
+def service(settings: local_stack.StackSettings, name: str) -> local_stack.Service:
+    return next(s for s in local_stack.services(settings) if s.name == name)
+
+
+def train(env: dict[str, str], trials: int, seed: int = 42) -> subprocess.Popen[str]:
+    code = (
+        "from flows.train import TrainParams, train; "
+        f"r = train(TrainParams(n_trials={trials}, seed={seed})); print('RESULT', r.model_version, r.promoted)"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def trial_runs(env: dict[str, str]) -> int:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["CHURNOPS_MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("churn")
+    if experiment is None:
+        return 0
+    return len(client.search_runs([experiment.experiment_id], "tags.mlflow.parentRunId != ''", max_results=5000))
+
+
+def wait_for_sweep(process: subprocess.Popen[str], env: dict[str, str], timeout_s: float = 180) -> None:
+    """Until this run's sweep has logged three trials as nested runs."""
+    start = trial_runs(env)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and process.poll() is None:
+        if trial_runs(env) >= start + 3:
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the sweep never started")
+
+
+def last_error(output: str) -> str:
+    lines = [line for line in output.splitlines() if "Error" in line or "error" in line]
+    return (lines[-1] if lines else output.strip().splitlines()[-1])[:300]
+
+
+def registry_state(env: dict[str, str]) -> tuple[int, str | None]:
+    from mlflow.tracking import MlflowClient
+
+    uri = env["CHURNOPS_MLFLOW_TRACKING_URI"]
+    client = MlflowClient(uri, uri)
+    versions = client.search_model_versions("name = 'churn'")
+    try:
+        champion = str(client.get_model_version_by_alias("churn", "champion").version)
+    except Exception:
+        champion = None
+    return len(versions), champion
+
+
+def snapshots(settings: local_stack.StackSettings) -> int:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": settings.s3_url})
+    return len([k for k in fs.find(f"{settings.bucket}/storage/datasets") if k.endswith(".parquet")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=30)
+    args = parser.parse_args()
+    state = Path(tempfile.mkdtemp(prefix="churnops-train-faults-"))
+    settings, env = start_stack(state)
+    mlflow = service(settings, "mlflow")
+    run: subprocess.Popen[str] | None = None
+    try:
+        first = train(env, 4)
+        out, _ = first.communicate(timeout=600)
+        assert first.returncode == 0, out[-3000:]
+        before = registry_state(env)
+        print(f"baseline: versions {before[0]}, @champion v{before[1]}, snapshots {snapshots(settings)}", flush=True)
+
+        # mlflow-down: stopped mid-sweep, kept down
+        run = train(env, args.trials, seed=1)
+        wait_for_sweep(run, env)
+        stopped_at = time.time()
+        local_stack.stop(settings, mlflow)
+        out, _ = run.communicate(timeout=900)
+        ended = time.time() - stopped_at
+        local_stack.start(settings, mlflow, env)
+        local_stack.wait_ready(settings, mlflow)
+        after = registry_state(env)
+        print(
+            f"mlflow-down:  exit {run.returncode} {ended:.0f} s after the stop; versions {before[0]} -> {after[0]}, "
+            f"@champion v{before[1]} -> v{after[1]}; last error: {last_error(out)}",
+            flush=True,
+        )
+
+        # mlflow-blip: stopped mid-sweep for 10 s
+        before = registry_state(env)
+        run = train(env, args.trials, seed=2)
+        wait_for_sweep(run, env)
+        local_stack.stop(settings, mlflow)
+        time.sleep(10)
+        local_stack.start(settings, mlflow, env)
+        out, _ = run.communicate(timeout=900)
+        after = registry_state(env)
+        verdict = "finished" if run.returncode == 0 else f"failed: {last_error(out)}"
+        print(f"mlflow-blip:  exit {run.returncode}, {verdict}; versions {before[0]} -> {after[0]}", flush=True)
+
+        # killed: SIGKILL mid-sweep, then the same run again
+        before, snaps = registry_state(env), snapshots(settings)
+        run = train(env, args.trials, seed=3)
+        wait_for_sweep(run, env)
+        os.kill(run.pid, signal.SIGKILL)
+        run.communicate()
+        middle = registry_state(env)
+        again = train(env, args.trials, seed=3)
+        out, _ = again.communicate(timeout=900)
+        after = registry_state(env)
+        result = next((line for line in out.splitlines() if line.startswith("RESULT")), out[-300:])
+        print(
+            f"killed:       after the kill versions {before[0]} -> {middle[0]}, @champion v{middle[1]}; rerun exit "
+            f"{again.returncode} ({result}); versions {after[0]}, @champion v{after[1]}; "
+            f"snapshots {snaps} -> {snapshots(settings)}",
+            flush=True,
+        )
+
+        # s3-down: the S3 API stopped before a run
+        before = registry_state(env)
+        local_stack.stop(settings, service(settings, "s3"))
+        started = time.time()
+        run = train(env, 4, seed=4)
+        out, _ = run.communicate(timeout=900)
+        after = registry_state(env)
+        print(
+            f"s3-down:      exit {run.returncode} after {time.time() - started:.0f} s; versions {before[0]} -> "
+            f"{after[0]}; last error: {last_error(out)}",
+            flush=True,
+        )
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        local_stack.down(settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
