@@ -1,4 +1,4 @@
-"""Monitor: the champion's logged predictions against its training data; retrain as a subflow when due.
+"""Monitor: the champion's logged predictions against its training data; retrain when due (a subflow or an event).
 
 python flows/monitor.py                      # window: since the last monitoring run
 python -c "from flows.monitor import *; monitor(MonitorParams(labels_uri='s3://bucket/labels.parquet'))"
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,6 +30,11 @@ class MonitorParams(BaseModel):
     label_key: str | None = Field(None, description="Join key: request_id (default) or an entity id column.")
     policy: MonitorPolicy = Field(default_factory=MonitorPolicy)
     allow_retrain: bool = True
+    retrain_via: Literal["subflow", "event"] = Field(
+        "subflow",
+        description="subflow: train here, as a subflow. event: emit the drift (or performance) event with the "
+        "training parameters and let the retrain-on-drift deployment train, in its own run on a worker.",
+    )
     retrain_trials: int = Field(20, ge=1)
 
 
@@ -83,18 +89,6 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         policy=params.policy,
     )
     report_uri = monitoring.publish_report(client, settings, ctx, result, decision, len(current), live, since, until)
-    if decision.drift_detected:
-        monitoring.emit(
-            events.DRIFT_DETECTED,
-            ctx,
-            drift_share=result.drift_share,
-            drifted_columns=result.drifted_columns,
-            report=report_uri,
-        )
-    if decision.performance_dropped:
-        monitoring.emit(events.PERFORMANCE_DROPPED, ctx, live_primary=live, champion_primary=ctx.test_primary)
-
-    # 3. retrain through the usual gate, as a subflow
     outcome = MonitorResult(
         samples=len(current),
         drift_share=result.drift_share,
@@ -104,21 +98,38 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         reasons=decision.reasons,
         report_uri=report_uri,
     )
+    retrain: TrainParams | None = None
     if outcome.retrain:
         state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
-        monitoring.emit(events.RETRAIN_TRIGGERED, ctx, reasons=decision.reasons)
         fresh = monitoring.fresh_training_data(reference, labelled, ctx, settings)
-        trained = train(
-            TrainParams(
-                data_uri=fresh,
-                dataset_name=ctx.dataset,
-                target=ctx.target,
-                task_type=ctx.task_type,
-                id_columns=ctx.id_columns,
-                timestamp_column=ctx.timestamp_column,
-                n_trials=params.retrain_trials,
-            )
+        retrain = TrainParams(
+            data_uri=fresh,
+            dataset_name=ctx.dataset,
+            target=ctx.target,
+            task_type=ctx.task_type,
+            id_columns=ctx.id_columns,
+            timestamp_column=ctx.timestamp_column,
+            n_trials=params.retrain_trials,
         )
+
+    # 3. events: with retrain_via="event" the one that caused the retrain carries its parameters, and the
+    # retrain-on-drift deployment (prefect.yaml) runs training; otherwise training runs here, as a subflow
+    requested = {"retrain_params": retrain.model_dump(mode="json")} if retrain and params.retrain_via == "event" else {}
+    if decision.drift_detected:
+        monitoring.emit(
+            events.DRIFT_DETECTED,
+            ctx,
+            requested,
+            drift_share=result.drift_share,
+            drifted_columns=result.drifted_columns,
+            report=report_uri,
+        )
+    if decision.performance_dropped:
+        carried = {} if decision.drift_detected else requested
+        monitoring.emit(events.PERFORMANCE_DROPPED, ctx, carried, live_primary=live, champion_primary=ctx.test_primary)
+    if retrain is not None and params.retrain_via == "subflow":
+        monitoring.emit(events.RETRAIN_TRIGGERED, ctx, {}, reasons=decision.reasons)
+        trained = train(retrain)
         outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
     monitoring.write_state(settings, {**state, "last_until": until.isoformat()})
     return outcome

@@ -17,15 +17,19 @@ MODEL_ROLLED_BACK = "churnops.model.rolled-back"
 SMOKE_TEST_PASSED = "churnops.smoke-test.passed"
 SMOKE_TEST_FAILED = "churnops.smoke-test.failed"
 ALERT_RAISED = "churnops.alert.raised"
+RETRAIN_LABEL = "churnops.retrain"  # resource label on a monitoring event that asks for retraining
 
 
 def model_resource(model_name: str) -> str:
     return f"churnops.model.{model_name}"
 
 
-def model_event(event: str, model_name: str, version: str | None, /, **payload: Any) -> None:
-    """An event on the model's resource; `version` is the version the event is about."""
-    resource = {"prefect.resource.id": model_resource(model_name)}
+def model_event(
+    event: str, model_name: str, version: str | None, /, labels: dict[str, str] | None = None, **payload: Any
+) -> None:
+    """An event on the model's resource; `version` is the version the event is about. `labels` go on the
+    resource, where automation triggers can match them."""
+    resource = {"prefect.resource.id": model_resource(model_name), **(labels or {})}
     if version is not None:
         resource["churnops.model.version"] = str(version)
     emit_event(event=event, resource=resource, payload={"model": model_name, "version": version, **payload})

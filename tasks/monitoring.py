@@ -205,10 +205,12 @@ def publish_report(
     return f"{base}/drift.html"
 
 
-def emit(event: str, ctx: ChampionContext, **payload: Any) -> None:
-    """A Prefect event about the champion, for automations (e.g. churnops.drift.detected)."""
-    events.model_event(event, ctx.name, ctx.version, **payload)
-    get_run_logger().info("event %s %s", event, payload)
+def emit(event: str, ctx: ChampionContext, retrain_request: dict[str, Any], **payload: Any) -> None:
+    """A Prefect event about the champion, for automations (e.g. churnops.drift.detected). A retrain request
+    labels the event's resource (`churnops.retrain: requested`), which the retrain-on-drift trigger matches."""
+    labels = {events.RETRAIN_LABEL: "requested"} if retrain_request else {}
+    events.model_event(event, ctx.name, ctx.version, labels=labels, **payload, **retrain_request)
+    get_run_logger().info("event %s %s", event, {**payload, **retrain_request})
 
 
 @step(**IO_RETRIES)

@@ -113,6 +113,25 @@ def test_drift_runs_the_training_subflow_and_emits_events(champion, settings, cl
     assert not again.retrain and "cooldown" in again.reasons[-1]
 
 
+def test_retrain_via_event_hands_training_to_the_deployment(champion, settings, client, prefect_server):
+    serve_traffic(settings, 600, drift=1.0, seed=107, at=NOW)
+    params = window(cooldown_hours=0).model_copy(update={"retrain_via": "event"})
+    result = monitor(params)
+    assert result.retrain and result.new_version is None, "no subflow: the deployment trains"
+    assert [v.version for v in client.search_model_versions(f"name = '{settings.model_name}'")] == [1]
+
+    body = {"filter": {"event": {"name": ["churnops.drift.detected"]}}, "limit": 10}
+    deadline = time.time() + 30
+    while not (found := httpx.post(f"{prefect_server}/events/filter", json=body).json()["events"]):
+        assert time.time() < deadline, "no drift event reached the server"
+        time.sleep(1)
+    (event,) = [e for e in found if e["resource"]["prefect.resource.id"] == f"churnops.model.{settings.model_name}"]
+    assert event["resource"]["churnops.retrain"] == "requested"  # what the retrain-on-drift trigger matches
+    asked = TrainParams.model_validate(event["payload"]["retrain_params"])  # what the deployment will receive
+    assert asked.n_trials == 3 and asked.target == TARGET
+    assert pd.read_parquet(asked.data_uri).shape[0] == 800, "the reference (no labels came in this window)"
+
+
 def test_late_labels_give_live_metrics(champion, settings):
     labels = serve_traffic(settings, 500, drift=0.0, seed=104, at=NOW)
     path = settings.local_state_dir / "labels.parquet"

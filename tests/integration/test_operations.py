@@ -173,6 +173,31 @@ def test_new_data_event_runs_the_retraining_deployment(stack, tmp_path):
     assert len(stack.mlflow().search_model_versions("name = 'churn'")) == versions + 1
 
 
+def test_drift_event_runs_the_retrain_on_drift_deployment(stack, tmp_path):
+    """The event monitoring emits with retrain_via="event" (tests/integration/test_monitor_flow.py checks that it
+    does): its resource label matches the trigger, and its payload becomes the training run's parameters."""
+    import s3fs
+
+    from tasks.demo_data import make_churn_data
+
+    versions = len(stack.mlflow().search_model_versions("name = 'churn'"))
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": stack.s3_url})
+    with fs.open("churnops/storage/monitoring/retrain/drifted.csv", "w") as out:
+        make_churn_data(n_rows=600, seed=78, drift=1.0).to_csv(out, index=False)
+    request = {"data_uri": "s3://churnops/storage/monitoring/retrain/drifted.csv", "n_trials": 2, "cv_folds": 2}
+    code = (
+        "from prefect import flow\nfrom tasks import events\n"
+        "@flow(name='emit-drift')\ndef emit():\n"
+        "    events.model_event(events.DRIFT_DETECTED, 'churn', '1', labels={events.RETRAIN_LABEL: 'requested'}, "
+        f"drift_share=0.9, retrain_params={request!r})\nemit()\n"
+    )
+    stack.run(sys.executable, "-c", code)
+    retrained = stack.wait_for_run("retrain-on-drift", after=set())
+    assert retrained["state_type"] == "COMPLETED", f"{retrained['state']}\n{stack.worker_log()}"
+    assert retrained["parameters"]["params"]["data_uri"] == request["data_uri"]
+    assert len(stack.mlflow().search_model_versions("name = 'churn'")) == versions + 1
+
+
 def test_a_failed_run_raises_an_alert_and_leaves_the_registry_alone(stack):
     client = stack.mlflow()
     versions = len(client.search_model_versions("name = 'churn'"))
