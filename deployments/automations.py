@@ -24,10 +24,10 @@ SMOKE_DEPLOYMENT = "smoke-test/smoke-test-on-promotion"
 
 
 def alert_on_failure(alert_deployment_id: UUID) -> Automation:
-    return Automation(
-        name="churnops-alert-on-failure",
-        description="A churnops flow run failed or crashed: store the alert and notify the webhook.",
-        trigger=EventTrigger(
+    return _reacting(
+        "churnops-alert-on-failure",
+        "A churnops flow run failed or crashed: store the alert and notify the webhook.",
+        EventTrigger(
             expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
             match_related={"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{ALERT_TAG}"},
@@ -35,35 +35,33 @@ def alert_on_failure(alert_deployment_id: UUID) -> Automation:
             threshold=1,
             within=timedelta(0),
         ),
-        actions=[
-            RunDeployment(
-                source="selected",
-                deployment_id=alert_deployment_id,
-                parameters={"flow_run": "{{ event.resource.id }}"},
-            )
-        ],
+        RunDeployment(
+            source="selected", deployment_id=alert_deployment_id, parameters={"flow_run": "{{ event.resource.id }}"}
+        ),
     )
 
 
 def smoke_test_on_promotion(smoke_deployment_id: UUID) -> Automation:
-    return Automation(
-        name="churnops-smoke-test-on-promotion",
-        description="A version became @champion: check the model API serves it correctly, or roll it back.",
-        trigger=EventTrigger(
+    return _reacting(
+        "churnops-smoke-test-on-promotion",
+        "A version became @champion: check the model API serves it correctly, or roll it back.",
+        EventTrigger(
             expect={events.MODEL_PROMOTED},
             match={"prefect.resource.id": "churnops.model.*"},
             posture=Posture.Reactive,
             threshold=1,
             within=timedelta(0),
         ),
-        actions=[
-            RunDeployment(
-                source="selected",
-                deployment_id=smoke_deployment_id,
-                parameters={"version": "{{ event.payload.version }}"},
-            )
-        ],
+        RunDeployment(
+            source="selected",
+            deployment_id=smoke_deployment_id,
+            parameters={"version": "{{ event.payload.version }}"},
+        ),
     )
+
+
+def _reacting(name: str, description: str, trigger: EventTrigger, action: RunDeployment) -> Automation:
+    return Automation(name=name, description=description, trigger=trigger, actions=[action])
 
 
 def apply_automations() -> list[str]:
