@@ -93,7 +93,7 @@ async def open_loop(
     return outcomes
 
 
-def summary(name: str, outcomes: list[Outcome]) -> dict[str, float]:
+def summary(name: str, outcomes: list[Outcome]) -> None:
     failed = [o for o in outcomes if not o.ok]
     latency = np.array([o.done_s - o.sent_s for o in outcomes if o.ok]) * 1000
     result = {
@@ -111,7 +111,6 @@ def summary(name: str, outcomes: list[Outcome]) -> dict[str, float]:
         f"  p50 {result['p50_ms']:6.1f} ms  p99 {result['p99_ms']:7.1f} ms" + (f"  failures: {kinds}" if kinds else ""),
         flush=True,
     )
-    return result
 
 
 def replica_names(app: str) -> list[str]:
@@ -169,13 +168,13 @@ def main() -> None:
         rate = args.load * peak
         print(f"peak {peak:.0f} req/s (closed loop, concurrency 32); open-loop load at {rate:.0f} req/s\n")
 
-        results = {"sustained": summary("sustained", asyncio.run(open_loop(url, bodies, rate, args.seconds, [])))}
+        summary("sustained", asyncio.run(open_loop(url, bodies, rate, args.seconds, [])))
 
         def move() -> None:
             registry.set_champion(client, "bench", "2", "promote", "benchmark", "alias moved under load")
 
         moved = asyncio.run(open_loop(url, bodies, rate, 20, [(5.0, move)]))
-        results["alias-move"] = summary("alias-move", moved)
+        summary("alias-move", moved)
         answered = sorted((o for o in moved if o.ok), key=lambda o: o.done_s)
         first_v2 = next((o.done_s for o in answered if o.version == "2"), None)
         last_v1 = max((o.done_s for o in answered if o.version == "1"), default=None)
@@ -185,7 +184,6 @@ def main() -> None:
             f"             first v2 answer at {first_v2:.1f} s; both versions answered for {overlap:.2f} s; "
             f"last 50 answers from {sorted(final)}"
         )
-        results["alias-move"]["both_versions_s"] = overlap
 
         victims: list[str] = []
         killed_at: list[float] = []
@@ -205,7 +203,7 @@ def main() -> None:
 
         kill_started = time.perf_counter()
         killed = asyncio.run(open_loop(url, bodies, rate, 30, [(5.0, kill)]))
-        results["replica-kill"] = summary("replica-kill", killed)
+        summary("replica-kill", killed)
         failures = [o.done_s for o in killed if not o.ok]
         kill_s = killed_at[0] - kill_started
         last_failure = f"{max(failures) - kill_s:.1f} s after the kill" if failures else "none"

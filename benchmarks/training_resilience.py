@@ -102,10 +102,8 @@ def registry_state(env: dict[str, str]) -> tuple[int, str | None]:
     return len(versions), champion
 
 
-def snapshots(settings: local_stack.StackSettings) -> int:
-    import s3fs
-
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": settings.s3_url})
+def snapshots(settings: local_stack.StackSettings, env: dict[str, str]) -> int:
+    fs = local_stack.bucket_filesystem(settings.s3_url, env)
     return len([k for k in fs.find(f"{settings.bucket}/storage/datasets") if k.endswith(".parquet")])
 
 
@@ -122,7 +120,8 @@ def main() -> None:
         out, _ = first.communicate(timeout=600)
         assert first.returncode == 0, out[-3000:]
         before = registry_state(env)
-        print(f"baseline: versions {before[0]}, @champion v{before[1]}, snapshots {snapshots(settings)}", flush=True)
+        baseline = f"versions {before[0]}, @champion v{before[1]}, snapshots {snapshots(settings, env)}"
+        print(f"baseline: {baseline}", flush=True)
 
         # mlflow-down: stopped mid-sweep, kept down
         run = train(env, args.trials, seed=1)
@@ -153,7 +152,7 @@ def main() -> None:
         print(f"mlflow-blip:  exit {run.returncode}, {verdict}; versions {before[0]} -> {after[0]}", flush=True)
 
         # killed: SIGKILL mid-sweep, then the same run again
-        before, snaps = registry_state(env), snapshots(settings)
+        before, snaps = registry_state(env), snapshots(settings, env)
         run = train(env, args.trials, seed=3)
         wait_for_sweep(run, env)
         os.kill(run.pid, signal.SIGKILL)
@@ -166,7 +165,7 @@ def main() -> None:
         print(
             f"killed:       after the kill versions {before[0]} -> {middle[0]}, @champion v{middle[1]}; rerun exit "
             f"{again.returncode} ({result}); versions {after[0]}, @champion v{after[1]}; "
-            f"snapshots {snaps} -> {snapshots(settings)}",
+            f"snapshots {snaps} -> {snapshots(settings, env)}",
             flush=True,
         )
 

@@ -27,13 +27,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    import s3fs
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -79,6 +83,10 @@ class StackSettings(BaseSettings):
     def ray_dashboard_url(self) -> str:
         return f"http://{self.host}:{self.ray_dashboard_port}"
 
+    @property
+    def ray_token_path(self) -> Path:
+        return self.state_dir / "ray-auth-token"
+
 
 def client_env(stack: StackSettings) -> dict[str, str]:
     """What a process needs to work against the stack: the same for the worker, Ray and your shell."""
@@ -94,13 +102,13 @@ def client_env(stack: StackSettings) -> dict[str, str]:
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         # Ray's token auth with the stack's own token (ray_token), not whatever ~/.ray holds
         "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(stack.state_dir / "ray-auth-token"),
+        "RAY_AUTH_TOKEN_PATH": str(stack.ray_token_path),
     }
 
 
 def ray_token(stack: StackSettings) -> None:
     """Create the stack's Ray token once (Ray's own format: 32 random bytes, hex), readable by this user only."""
-    path = stack.state_dir / "ray-auth-token"
+    path = stack.ray_token_path
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_hex(32))
@@ -294,15 +302,20 @@ def _reap(pid: int) -> None:
 # --- the stack -------------------------------------------------------------------------------------------
 
 
-def ensure_bucket(stack: StackSettings, env: dict[str, str]) -> None:
+def bucket_filesystem(s3_url: str, env: Mapping[str, str]) -> s3fs.S3FileSystem:
+    """The stack's S3 API through s3fs, with the credentials the stack gives its services (client_env)."""
     import s3fs
 
-    fs = s3fs.S3FileSystem(
+    return s3fs.S3FileSystem(
         key=env["AWS_ACCESS_KEY_ID"],
         secret=env["AWS_SECRET_ACCESS_KEY"],
-        client_kwargs={"endpoint_url": stack.s3_url},
+        client_kwargs={"endpoint_url": s3_url},
         skip_instance_cache=True,
     )
+
+
+def ensure_bucket(stack: StackSettings, env: dict[str, str]) -> None:
+    fs = bucket_filesystem(stack.s3_url, env)
     if not fs.exists(stack.bucket):
         fs.mkdir(stack.bucket)
 

@@ -114,21 +114,21 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
 
     # 3. events: with retrain_via="event" the one that caused the retrain carries its parameters, and the
     # retrain-on-drift deployment (prefect.yaml) runs training; otherwise training runs here, as a subflow
-    requested = {"retrain_params": retrain.model_dump(mode="json")} if retrain and params.retrain_via == "event" else {}
+    asked = retrain.model_dump(mode="json") if retrain and params.retrain_via == "event" else None
     if decision.drift_detected:
         monitoring.emit(
             events.DRIFT_DETECTED,
             ctx,
-            requested,
+            asked,
             drift_share=result.drift_share,
             drifted_columns=result.drifted_columns,
             report=report_uri,
         )
-    if decision.performance_dropped:
-        carried = {} if decision.drift_detected else requested
+    if decision.performance_dropped:  # carries the request only when no drift event did: one retraining run
+        carried = None if decision.drift_detected else asked
         monitoring.emit(events.PERFORMANCE_DROPPED, ctx, carried, live_primary=live, champion_primary=ctx.test_primary)
     if retrain is not None and params.retrain_via == "subflow":
-        monitoring.emit(events.RETRAIN_TRIGGERED, ctx, {}, reasons=decision.reasons)
+        monitoring.emit(events.RETRAIN_TRIGGERED, ctx, reasons=decision.reasons)
         trained = train(retrain)
         outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
     monitoring.write_state(settings, {**state, "last_until": until.isoformat()})

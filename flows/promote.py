@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow
 
-from tasks import events, registry, training
+from tasks import registry, training
 from tasks.settings import get_settings
 
 
@@ -32,8 +32,6 @@ def promote(
     settings = get_settings()
     client = registry.connect(settings)
     event = training.move_champion(client, settings, version, rollback, reason, actor or getpass.getuser())
-    name = events.MODEL_ROLLED_BACK if rollback else events.MODEL_PROMOTED
-    events.model_event(name, settings.model_name, event.version, previous=event.previous, reasons=[reason], by=event.by)
     print(f"{settings.model_name}: @champion v{event.previous} -> v{event.version} ({event.action} by {event.by})")
     return event
 

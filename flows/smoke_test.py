@@ -3,7 +3,7 @@
 The `smoke-test-on-promotion` automation (deployments/automations.py) runs this on every
 `churnops.model.promoted` event. By hand:  python flows/smoke_test.py [--version 3] [--endpoint URL]
 
-Passes when /metadata names the version within `wait_s` and /predict answers the example logged with the model
+Passes when /ready names the version within `wait_s` and /predict answers the example logged with the model
 exactly as the registered model does here. An endpoint that does not answer fails the run and leaves the alias
 alone; a version that never comes up or answers differently is rolled back (when `rollback_on_failure`).
 """
@@ -43,7 +43,6 @@ def smoke_test(
         current = registry.current_champion(client, name)
         if rollback_on_failure and current is not None and str(current.version) == version:
             moved = training.move_champion(client, settings, None, True, f"smoke test failed: {failure}", ACTOR)
-            events.model_event(events.MODEL_ROLLED_BACK, name, moved.version, previous=version, by=ACTOR)
             raise smoke.ModelFailure(f"{failure}; rolled @champion back to v{moved.version}") from failure
         raise
     events.model_event(events.SMOKE_TEST_PASSED, name, version, endpoint=url)

@@ -205,12 +205,15 @@ def publish_report(
     return f"{base}/drift.html"
 
 
-def emit(event: str, ctx: ChampionContext, retrain_request: dict[str, Any], **payload: Any) -> None:
-    """A Prefect event about the champion, for automations (e.g. churnops.drift.detected). A retrain request
-    labels the event's resource (`churnops.retrain: requested`), which the retrain-on-drift trigger matches."""
-    labels = {events.RETRAIN_LABEL: "requested"} if retrain_request else {}
-    events.model_event(event, ctx.name, ctx.version, labels=labels, **payload, **retrain_request)
-    get_run_logger().info("event %s %s", event, {**payload, **retrain_request})
+def emit(event: str, ctx: ChampionContext, retrain_params: dict[str, Any] | None = None, **payload: Any) -> None:
+    """A Prefect event about the champion, for automations (e.g. churnops.drift.detected). With `retrain_params`
+    it asks for retraining: the resource is labelled `churnops.retrain: requested`, which the retrain-on-drift
+    trigger matches, and the parameters ride in the payload."""
+    if retrain_params is not None:
+        payload["retrain_params"] = retrain_params
+    labels = {events.RETRAIN_LABEL: "requested"} if retrain_params is not None else {}
+    events.model_event(event, ctx.name, ctx.version, labels=labels, **payload)
+    get_run_logger().info("event %s %s", event, payload)
 
 
 @step(**IO_RETRIES)

@@ -40,20 +40,20 @@ def expectation(name: str, version: str) -> Expectation:
 
 
 def wait_for_version(url: str, version: str, wait_s: float, headers: dict[str, str]) -> None:
-    """Until /metadata names `version`: replicas follow the alias within their poll interval."""
+    """Until /ready names `version`: replicas follow the alias within their poll interval."""
     deadline = time.monotonic() + wait_s
     answered, seen, problem = False, None, None
     while time.monotonic() < deadline:
         try:
-            metadata = httpx.get(f"{url}/metadata", headers=headers, timeout=5)
-            ready = httpx.get(f"{url}/ready", headers=headers, timeout=5).json()
+            ready = httpx.get(f"{url}/ready", headers=headers, timeout=5)
         except httpx.HTTPError as err:
             problem = f"{type(err).__name__}: {err}"
         else:
             answered = True
-            if metadata.status_code == 200 and str(metadata.json().get("model_version")) == version:
+            state = ready.json()
+            if ready.status_code == 200 and str(state.get("version")) == version:
                 return
-            seen, problem = ready.get("version"), ready.get("error")
+            seen, problem = state.get("version"), state.get("error")
         time.sleep(1)
     if not answered:
         raise EndpointUnavailable(f"no answer from {url} for {wait_s:.0f} s ({problem}); is the model API running?")
@@ -89,10 +89,10 @@ def differences(expected: list[dict[str, Any]], served: list[dict[str, Any]], to
         label = got.get("prediction")
         if label != want["prediction"] and not _close(label, want["prediction"], tolerance):
             found.append(f"record {row}: prediction {label!r}, expected {want['prediction']!r}")
-        for label, p in (want.get("probabilities") or {}).items():
-            q = (got.get("probabilities") or {}).get(label)
+        for cls, p in (want.get("probabilities") or {}).items():
+            q = (got.get("probabilities") or {}).get(cls)
             if not _close(p, q, tolerance):
-                found.append(f"record {row}: P({label}) {q!r}, expected {p:.6f}")
+                found.append(f"record {row}: P({cls}) {q!r}, expected {p:.6f}")
     return found
 
 

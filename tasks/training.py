@@ -379,13 +379,18 @@ def announce(settings: Settings, version: str, decision: registry.GateDecision) 
 def move_champion(
     client: MlflowClient, settings: Settings, version: str | None, rollback: bool, reason: str, actor: str
 ) -> registry.AuditEvent:
-    """A human decision: promote `version` (it must exist) or roll back along the audit trail."""
+    """A decision outside the gate (a person, the smoke test): promote `version` (it must exist) or roll back
+    along the audit trail; then announce the move for automations."""
     name = settings.model_name
     if rollback:
         current = registry.current_champion(client, name)
         if current is None:
             raise ValueError(f"{name} has no @champion to roll back from")
         target = registry.rollback_target(registry.history(client, name), str(current.version))
-        return registry.set_champion(client, name, target, "rollback", actor, reason)
-    client.get_model_version(name, str(version))  # raises a clear 'not found' for a version that does not exist
-    return registry.set_champion(client, name, str(version), "promote", actor, reason)
+        moved = registry.set_champion(client, name, target, "rollback", actor, reason)
+    else:
+        client.get_model_version(name, str(version))  # raises a clear 'not found' for a version that does not exist
+        moved = registry.set_champion(client, name, str(version), "promote", actor, reason)
+    event = events.MODEL_ROLLED_BACK if rollback else events.MODEL_PROMOTED
+    events.model_event(event, name, moved.version, previous=moved.previous, reasons=[reason], by=moved.by)
+    return moved

@@ -73,11 +73,13 @@ class Stack:
     def worker_log(self) -> str:
         return (self.state_dir / "logs" / "worker.log").read_text(errors="replace")[-5000:]
 
-    def s3_keys(self, prefix: str) -> list[str]:
-        import s3fs
+    def s3(self):
+        from deployments.stack import bucket_filesystem
 
-        fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": self.s3_url})
-        return fs.find(prefix)
+        return bucket_filesystem(self.s3_url, self.env)
+
+    def s3_keys(self, prefix: str) -> list[str]:
+        return self.s3().find(prefix)
 
     def mlflow(self):
         from mlflow.tracking import MlflowClient
@@ -176,13 +178,10 @@ def test_new_data_event_runs_the_retraining_deployment(stack, tmp_path):
 def test_drift_event_runs_the_retrain_on_drift_deployment(stack, tmp_path):
     """The event monitoring emits with retrain_via="event" (tests/integration/test_monitor_flow.py checks that it
     does): its resource label matches the trigger, and its payload becomes the training run's parameters."""
-    import s3fs
-
     from tasks.demo_data import make_churn_data
 
     versions = len(stack.mlflow().search_model_versions("name = 'churn'"))
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", client_kwargs={"endpoint_url": stack.s3_url})
-    with fs.open("churnops/storage/monitoring/retrain/drifted.csv", "w") as out:
+    with stack.s3().open("churnops/storage/monitoring/retrain/drifted.csv", "w") as out:
         make_churn_data(n_rows=600, seed=78, drift=1.0).to_csv(out, index=False)
     request = {"data_uri": "s3://churnops/storage/monitoring/retrain/drifted.csv", "n_trials": 2, "cv_folds": 2}
     code = (
