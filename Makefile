@@ -43,7 +43,7 @@ format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 serve: setup ## serve models:/churn@champion on a local Ray: http://127.0.0.1:8000 (docs at /docs)
-	$(BIN)/serve run serving/config.yaml
+	$(BIN)/python -m serving.ray_env $(BIN)/serve run serving/config.yaml
 
 demo: setup ## the loop: serve, drifted traffic, monitor, retrain subflow, gate, hot swap
 	mkdir -p $(PREFECT_HOME)

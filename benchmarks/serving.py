@@ -159,6 +159,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 32])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 100])
+    parser.add_argument(
+        "--ingress",
+        choices=["haproxy", "ray-proxy"],
+        default="haproxy",
+        help="haproxy: as shipped (serving/ray_env.py); ray-proxy: Ray Serve's default Python proxy, for comparison",
+    )
+    parser.add_argument("--skip-baseline", action="store_true", help="only our app (while iterating; no ratios)")
     args = parser.parse_args()
 
     workdir = throwaway_store("churnops-serve-bench-")
@@ -182,6 +189,47 @@ def main() -> None:
         ).encode()
 
     # (b) mlflow models serve, one uvicorn worker as its default
+    base = {} if args.skip_baseline else serve_mlflow(args, mlflow_body)
+
+    # (a) our Ray Serve app, as serving/config.yaml configures it (one replica to start; autoscaling to two)
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+    from serving.ray_env import use_in_this_process
+
+    if args.ingress == "haproxy":
+        use_in_this_process()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app({"poll_interval_s": 30}), name="bench", route_prefix="/")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready")
+        print(f"ours (Ray Serve app, ingress: {args.ingress}):")
+        ours = run_matrix("ours", f"http://127.0.0.1:{port}/predict", ours_body, args)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    print(f"\nin-process batched predict_proba: {in_process_rows_s:,.0f} rows/s (10,000-row calls)")
+    print(
+        f"{'rows':>5} {'conc':>5} {'ours req/s':>11} {'mlflow req/s':>13} {'ratio':>6} {'ours p99':>9} "
+        f"{'mlflow p99':>11} {'ours rows/s':>12} {'of in-proc':>10}"
+    )
+    nan = {"rps": float("nan"), "p99": float("nan")}
+    for key, mine in ours.items():
+        theirs = base.get(key, nan)
+        rows = key[0]
+        print(
+            f"{rows:>5} {key[1]:>5} {mine['rps']:>11.1f} {theirs['rps']:>13.1f} "
+            f"{mine['rps'] / theirs['rps']:>5.1f}x {mine['p99']:>7.1f}ms {theirs['p99']:>9.1f}ms "
+            f"{mine['rps'] * rows:>12,.0f} {mine['rps'] * rows / in_process_rows_s:>9.0%}"
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def serve_mlflow(args: argparse.Namespace, mlflow_body) -> dict[tuple[int, int], dict[str, float]]:
     port = free_port()
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
     server = subprocess.Popen(
@@ -210,38 +258,7 @@ def main() -> None:
         server.terminate()
         server.wait(30)
 
-    # (a) our Ray Serve app, as serving/config.yaml configures it (one model replica, one ingress)
-    import ray
-    from ray import serve
-
-    from serving.app import build_app
-
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"poll_interval_s": 30}), name="bench", route_prefix="/")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/ready")
-        print("ours (Ray Serve app):")
-        ours = run_matrix("ours", f"http://127.0.0.1:{port}/predict", ours_body, args)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-
-    print(f"\nin-process batched predict_proba: {in_process_rows_s:,.0f} rows/s (10,000-row calls)")
-    print(
-        f"{'rows':>5} {'conc':>5} {'ours req/s':>11} {'mlflow req/s':>13} {'ratio':>6} {'ours p99':>9} "
-        f"{'mlflow p99':>11} {'ours rows/s':>12} {'of in-proc':>10}"
-    )
-    for key, mine in ours.items():
-        theirs = base[key]
-        rows = key[0]
-        print(
-            f"{rows:>5} {key[1]:>5} {mine['rps']:>11.1f} {theirs['rps']:>13.1f} "
-            f"{mine['rps'] / theirs['rps']:>5.1f}x {mine['p99']:>7.1f}ms {theirs['p99']:>9.1f}ms "
-            f"{mine['rps'] * rows:>12,.0f} {mine['rps'] * rows / in_process_rows_s:>9.0%}"
-        )
-    shutil.rmtree(workdir, ignore_errors=True)
+    return base
 
 
 if __name__ == "__main__":

@@ -152,7 +152,9 @@ def main() -> None:
     from ray import serve
 
     from serving.app import ChurnService, ServeConfig
+    from serving.ray_env import use_in_this_process
 
+    use_in_this_process()  # HAProxy and direct ingress, as `make serve` runs it
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -32,6 +32,7 @@ def main(rows: int = 1200, drift: float = 0.8) -> None:
     from flows.monitor import MonitorParams, monitor
     from flows.train import TrainParams, train
     from serving.app import build_app
+    from serving.ray_env import use_in_this_process
     from tasks import registry, storage
     from tasks.demo_data import TARGET, TIMESTAMP_COLUMN, make_churn_data
     from tasks.policy import MonitorPolicy
@@ -45,6 +46,7 @@ def main(rows: int = 1200, drift: float = 0.8) -> None:
     started = datetime.now(UTC)
 
     print("1/4 serving @champion on a local Ray")
+    use_in_this_process()  # HAProxy and direct ingress, as `make serve` runs it
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

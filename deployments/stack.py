@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT))  # run as a script: `python deployments/stack.py up`
+
+from serving.ray_env import ray_serve_env  # noqa: E402
 
 
 class StackSettings(BaseSettings):
@@ -190,6 +193,7 @@ def services(stack: StackSettings) -> list[Service]:
                     str(stack.ray_client_port),
                 ],
                 answers(f"{stack.ray_dashboard_url}/api/version"),
+                env=ray_serve_env(),  # HAProxy and direct ingress (serving/ray_env.py)
                 stop_grace_s=45,  # a head node drains for up to 30 s on SIGTERM
             )
         )

@@ -50,7 +50,7 @@ def batch_predict(params: BatchParams) -> BatchResult:
         for chunk in batch.chunks(source, settings, params.chunk_rows):
             accepted = batch.validate_chunk(chunk, model, f"{source} rows {rows}-{rows + len(chunk) - 1}")
             scored = batch.score(accepted, model)
-            batch.write_part(accepted.join(scored), output, part, settings)
+            batch.write_part(accepted.join(batch.output_columns(scored, model, accepted.index)), output, part, settings)
             if params.log_predictions:
                 prediction_log.write(batch.log_rows(accepted, scored, model, run_id, rows), settings, writer=run_id)
             rows, part = rows + len(chunk), part + 1

@@ -12,10 +12,11 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import orjson
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from serving.validation import RecordValidator
+from serving.validation import Columns, RecordValidator, rows_in
 from tasks import schemas
 from tasks.settings import Settings
 
@@ -32,24 +33,23 @@ class LoadedModel:
     @property
     def classes(self) -> list[Any] | None:
         classes = getattr(self.model, "classes_", None)
-        return None if classes is None else [c.item() if isinstance(c, np.generic) else c for c in classes]
+        return None if classes is None else [_plain(c) for c in classes]
 
-    def predict(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
-        """One dict per row: the prediction, and class probabilities where the model has them.
+    def score(self, frame: pd.DataFrame) -> Scored:
+        """Predictions for every row, and class probabilities where the model has them.
 
         Classifiers make one predict_proba call and take the most probable class, which is what sklearn's
         predict does: the pipeline's per-call cost (column selection, imputing, encoding) is paid once.
         """
         classes = self.classes
         if classes is None:
-            return [{"prediction": float(p)} for p in self.model.predict(frame)]
+            return Scored(np.asarray(self.model.predict(frame), dtype="float64"), None, [])
         probabilities = self.model.predict_proba(frame)
-        labels = [_plain(c) for c in self.model.classes_]
-        names = [str(c) for c in classes]
-        return [
-            {"prediction": labels[int(row.argmax())], "probabilities": dict(zip(names, row.tolist(), strict=True))}
-            for row in probabilities
-        ]
+        return Scored(np.asarray(self.model.classes_)[probabilities.argmax(axis=1)], probabilities, classes)
+
+    def predict(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """One dict per row, as the API answers."""
+        return self.score(frame).records()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -64,6 +64,38 @@ class LoadedModel:
             "id_columns": self.metadata.get("id_columns") or [],
             "input_schema": self.validator.input_schema(),
         }
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model's answers for some rows: labels (or values), and class probabilities for classifiers."""
+
+    predictions: np.ndarray
+    probabilities: np.ndarray | None  # rows x classes
+    classes: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+    def records(self) -> list[dict[str, Any]]:
+        if self.probabilities is None:
+            return [{"prediction": float(p)} for p in self.predictions]
+        names = [str(c) for c in self.classes]
+        return [
+            {"prediction": label, "probabilities": dict(zip(names, row, strict=True))}
+            for label, row in zip(self.predictions.tolist(), self.probabilities.tolist(), strict=True)
+        ]
+
+    def probability_json(self) -> list[str | None]:
+        """One JSON object per row, class -> probability, as the prediction log stores them."""
+        if self.probabilities is None:
+            return [None] * len(self)
+        names = [str(c) for c in self.classes]
+        return [orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in self.probabilities.tolist()]
+
+    def slice(self, start: int, stop: int) -> Scored:
+        probabilities = None if self.probabilities is None else self.probabilities[start:stop]
+        return Scored(self.predictions[start:stop], probabilities, self.classes)
 
 
 def _plain(value: Any) -> Any:
@@ -98,21 +130,21 @@ def input_example_records(local: Path) -> list[dict[str, Any]]:
     return json.loads(pd.DataFrame(example).to_json(orient="records", date_format="iso"))
 
 
-def predict_grouped(items: list[tuple[LoadedModel, list[dict[str, Any]]]]) -> list[list[dict[str, Any]]]:
-    """Score a batch of requests: one frame and one model call per version present, results split back."""
-    results: list[list[dict[str, Any]]] = [[] for _ in items]
+def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored]:
+    """Score a batch of validated requests: one frame and one model call per version present, split back."""
+    results: list[Scored | None] = [None] * len(items)
     by_version: dict[str, list[int]] = {}
     for index, (model, _) in enumerate(items):
         by_version.setdefault(model.version, []).append(index)
     for indexes in by_version.values():
         model = items[indexes[0]][0]
-        rows = model.predict(model.validator.frame([r for i in indexes for r in items[i][1]]))
+        scored = model.score(model.validator.frame(*(items[i][1] for i in indexes)))
         start = 0
         for i in indexes:
-            size = len(items[i][1])
-            results[i] = rows[start : start + size]
+            size = rows_in(items[i][1])
+            results[i] = scored.slice(start, start + size)
             start += size
-    return results
+    return [result for result in results if result is not None]
 
 
 class AliasSlot:

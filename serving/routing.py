@@ -35,39 +35,47 @@ def sticky_key(header_value: str | None, records: list[Any], id_columns: list[st
 
 
 class PredictionBuffer:
-    """Collects log rows in memory and writes them to storage from a background thread, in batches.
+    """Collects log chunks (prediction_log.log_columns) in memory and writes them from a background thread.
 
-    Appending is a list append under a lock, so the request path never waits for storage. A failed write keeps
+    Adding is a list append under a lock, so the request path never waits for storage. A failed write keeps
     its rows for the next attempt (bounded by `max_rows`, oldest dropped first, with a warning).
     """
 
     def __init__(self, settings: Settings, flush_every_s: float, max_rows: int, writer: str) -> None:
         self.settings, self.flush_every_s, self.max_rows, self.writer = settings, flush_every_s, max_rows, writer
-        self._rows: list[dict[str, Any]] = []
+        self._chunks: list[dict[str, Any]] = []
+        self._rows = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
+    def add(self, chunk: dict[str, Any]) -> None:
         with self._lock:
-            self._rows.extend(rows)
-            overflow = len(self._rows) - self.max_rows
-            if overflow > 0:
-                del self._rows[:overflow]
-                log.warning("prediction log buffer full: dropped the %d oldest rows", overflow)
+            self._chunks.append(chunk)
+            self._rows += _size(chunk)
+            dropped = 0
+            while self._rows > self.max_rows and len(self._chunks) > 1:
+                oldest = self._chunks.pop(0)
+                self._rows -= _size(oldest)
+                dropped += _size(oldest)
+        if dropped:
+            log.warning("prediction log buffer full: dropped the %d oldest rows", dropped)
 
     def flush(self) -> int:
         with self._lock:
-            rows, self._rows = self._rows, []
+            chunks, self._chunks, rows, self._rows = self._chunks, [], self._rows, 0
+        if not chunks:
+            return 0
         try:
-            prediction_log.write(rows, self.settings, self.writer)
+            prediction_log.write(prediction_log.frame_from_chunks(chunks), self.settings, self.writer)
         except Exception as err:  # storage down: keep the rows and try again next time
             log.warning("prediction log write failed, will retry: %s", err)
             with self._lock:
-                self._rows[:0] = rows
+                self._chunks[:0] = chunks
+                self._rows += rows
             return 0
-        return len(rows)
+        return rows
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_every_s):
@@ -76,3 +84,7 @@ class PredictionBuffer:
     def close(self) -> None:
         self._stop.set()
         self.flush()
+
+
+def _size(chunk: dict[str, Any]) -> int:
+    return len(chunk["request_id"])

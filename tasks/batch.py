@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from serving.predictor import LoadedModel
-from tasks import data, schemas, storage
+from serving.predictor import LoadedModel, Scored
+from tasks import data, prediction_log, schemas, storage
 from tasks.settings import Settings
 
 
@@ -34,43 +31,36 @@ def validate_chunk(chunk: pd.DataFrame, model: LoadedModel, source: str) -> pd.D
     return schemas.validate(chunk, schema, source)
 
 
-def score(chunk: pd.DataFrame, model: LoadedModel) -> pd.DataFrame:
-    """Predictions (and class probabilities) beside the model name and version, one row per input row."""
-    features = chunk[model.validator.features]
-    out = pd.DataFrame(index=chunk.index)
-    classes = model.classes
-    if classes is None:
-        out["prediction"] = model.model.predict(features)
-    else:
-        probabilities = model.model.predict_proba(features)
-        out["prediction"] = np.asarray(model.model.classes_)[probabilities.argmax(axis=1)]
-        for position, label in enumerate(classes):
-            out[f"probability_{label}"] = probabilities[:, position]
+def score(chunk: pd.DataFrame, model: LoadedModel) -> Scored:
+    return model.score(chunk[model.validator.features])
+
+
+def output_columns(scored: Scored, model: LoadedModel, index: pd.Index) -> pd.DataFrame:
+    """Predictions (and one probability column per class) beside the model name and version."""
+    out = pd.DataFrame({"prediction": scored.predictions}, index=index)
+    if scored.probabilities is not None:
+        for position, label in enumerate(scored.classes):
+            out[f"probability_{label}"] = scored.probabilities[:, position]
     out["model_name"] = model.name
     out["model_version"] = model.version
     return out
 
 
-def log_rows(
-    chunk: pd.DataFrame, scored: pd.DataFrame, model: LoadedModel, request_id: str, offset: int
-) -> pd.DataFrame:
+def log_rows(chunk: pd.DataFrame, scored: Scored, model: LoadedModel, request_id: str, offset: int) -> pd.DataFrame:
     """The same columns the serving app logs, built column-wise for millions of rows."""
-    frame = chunk[[c for c in chunk.columns if c in model.validator.rules or c in model.validator.optional]].copy()
-    frame["request_id"] = request_id
-    frame["record_index"] = np.arange(offset, offset + len(chunk))
-    frame["logged_at"] = datetime.now(UTC)
-    frame["model_name"] = model.name
-    frame["model_version"] = model.version
-    frame["variant"] = "batch"
-    frame["prediction"] = scored["prediction"].to_numpy()
-    proba_columns = [c for c in scored.columns if c.startswith("probability_")]
-    if proba_columns:
-        names = [c.removeprefix("probability_") for c in proba_columns]
-        values = scored[proba_columns].to_numpy()
-        frame["probabilities"] = [json.dumps(dict(zip(names, row.tolist(), strict=True))) for row in values]
-    else:
-        frame["probabilities"] = None
-    return frame.reset_index(drop=True)
+    inputs = {c: chunk[c].to_numpy() for c in chunk.columns if c in model.validator.known}
+    return pd.DataFrame(
+        prediction_log.log_columns(
+            inputs,
+            scored.predictions,
+            scored.probability_json(),
+            request_id=request_id,
+            model_name=model.name,
+            model_version=model.version,
+            variant="batch",
+            first_index=offset,
+        )
+    )
 
 
 def write_part(frame: pd.DataFrame, output_uri: str, part: int, settings: Settings) -> str:

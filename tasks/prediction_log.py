@@ -7,11 +7,12 @@ with the training snapshot.
 from __future__ import annotations
 
 import io
-import json
 import uuid
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks import storage
@@ -33,41 +34,65 @@ def log_root(settings: Settings) -> str:
     return storage.join(settings.storage_url, "predictions")
 
 
-def rows_for(
+def log_columns(
+    inputs: Mapping[str, Any],
+    predictions: Sequence[Any],
+    probabilities: Sequence[str | None],
+    *,
     request_id: str,
-    records: list[dict[str, Any]],
-    predictions: list[dict[str, Any]],
     model_name: str,
     model_version: str,
     variant: str,
     logged_at: datetime | None = None,
-) -> list[dict[str, Any]]:
-    """One log row per record: its inputs as sent, the output, and which version and variant produced it."""
-    at = logged_at or datetime.now(UTC)
-    return [
+    first_index: int = 0,
+) -> dict[str, Any]:
+    """Log rows as columns: the inputs as validated, the outputs, which version and variant produced them.
+
+    Column-wise because the serving path logs every record of every request: one small array per column per
+    request, joined into one frame when written (frame_from_chunks)."""
+    n = len(predictions)
+    at = (logged_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
+    return {
+        **inputs,
+        "request_id": np.full(n, request_id, dtype=object),
+        "record_index": np.arange(first_index, first_index + n),
+        "logged_at": np.full(n, np.datetime64(at, "us")),
+        "model_name": np.full(n, model_name, dtype=object),
+        "model_version": np.full(n, str(model_version), dtype=object),
+        "variant": np.full(n, variant, dtype=object),
+        "prediction": np.asarray(predictions),
+        "probabilities": np.array(probabilities, dtype=object),
+    }
+
+
+def frame_from_chunks(chunks: list[dict[str, Any]]) -> pd.DataFrame:
+    """One frame from many log_columns chunks; a field one request did not send is null in its rows."""
+    names = list(dict.fromkeys(name for chunk in chunks for name in chunk))
+    sizes = [len(chunk["request_id"]) for chunk in chunks]
+    return pd.DataFrame(
         {
-            **record,
-            "request_id": request_id,
-            "record_index": index,
-            "logged_at": at,
-            "model_name": model_name,
-            "model_version": str(model_version),
-            "variant": variant,
-            "prediction": output["prediction"],
-            "probabilities": json.dumps(output.get("probabilities")) if output.get("probabilities") else None,
+            name: np.concatenate(
+                [
+                    chunk[name] if name in chunk else np.full(size, None, dtype=object)
+                    for chunk, size in zip(chunks, sizes, strict=True)
+                ]
+            )
+            for name in names
         }
-        for index, (record, output) in enumerate(zip(records, predictions, strict=True))
-    ]
+    )
 
 
-def write(rows: list[dict[str, Any]] | pd.DataFrame, settings: Settings, writer: str = "serving") -> list[str]:
-    """Write rows (dicts from rows_for, or a frame with the same columns) as one Parquet file per day."""
+def write(rows: pd.DataFrame, settings: Settings, writer: str = "serving") -> list[str]:
+    """Write log rows (log_columns, as a frame) as one Parquet file per day."""
     if len(rows) == 0:
         return []
-    frame = pd.DataFrame(rows) if isinstance(rows, list) else rows.copy()
+    frame = rows.copy()
     frame["logged_at"] = pd.to_datetime(frame["logged_at"], utc=True)
+    # numpy day arithmetic: strftime on every row took a fifth of a serving replica's time under load
+    days = frame["logged_at"].dt.tz_localize(None).to_numpy().astype("datetime64[D]")
     written = []
-    for day, part in frame.groupby(frame["logged_at"].dt.strftime("%Y-%m-%d")):
+    for day in np.unique(days):
+        part = frame[days == day]
         name = f"{writer}-{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
         uri = storage.join(log_root(settings), f"date={day}", name)
         buffer = io.BytesIO()

@@ -34,7 +34,7 @@ def expectation(name: str, version: str) -> Expectation:
         local = download_version(name, version)
         loaded = load_model_dir(local, name, version, "smoke-test")
         records = input_example_records(local)
-        return Expectation(records, loaded.predict(loaded.validator.frame(records)))
+        return Expectation(records, loaded.predict(loaded.validator.frame(loaded.validator.validate(records))))
     except Exception as err:  # a version that cannot be loaded here cannot be served either
         raise ModelFailure(f"{name} v{version} cannot be loaded: {type(err).__name__}: {err}") from err
 

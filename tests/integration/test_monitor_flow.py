@@ -8,12 +8,12 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import mlflow
 import pandas as pd
 import pytest
 
 from flows.monitor import MonitorParams, monitor
 from flows.train import TrainParams, train
+from serving.predictor import load_version
 from tasks import prediction_log, registry
 from tasks.demo_data import TARGET, TIMESTAMP_COLUMN, make_churn_data
 from tasks.policy import MonitorPolicy
@@ -32,24 +32,26 @@ def champion(prefect_server, settings, client):
 def serve_traffic(settings, n: int, drift: float, seed: int, at: datetime) -> pd.DataFrame:
     """Score demo rows with the champion and log them the way the serving app does; return the true labels."""
     frame = make_churn_data(n_rows=n, seed=seed, drift=drift)
-    model = mlflow.sklearn.load_model(f"models:/{settings.model_name}@champion")
     version = str(registry.current_champion(registry.connect(settings), settings.model_name).version)
-    features = frame.drop(columns=[TARGET, TIMESTAMP_COLUMN])
-    records = json.loads(features.to_json(orient="records"))
-    proba = model.predict_proba(features[list(model.feature_names_in_)])
-    outputs = [{"prediction": int(p[1] >= 0.5), "probabilities": {"0": float(p[0]), "1": float(p[1])}} for p in proba]
-    rows = []
+    model = load_version(settings, settings.model_name, version, "champion")
+    records = json.loads(frame.drop(columns=[TARGET, TIMESTAMP_COLUMN]).to_json(orient="records"))
+    chunks = []
     for i in range(0, n, 10):  # ten records a request
-        rows += prediction_log.rows_for(
-            f"req-{seed}-{i}",
-            records[i : i + 10],
-            outputs[i : i + 10],
-            settings.model_name,
-            version,
-            "champion",
-            logged_at=at,
+        columns = model.validator.validate(records[i : i + 10])
+        scored = model.score(model.validator.frame(columns))
+        chunks.append(
+            prediction_log.log_columns(
+                columns,
+                scored.predictions,
+                scored.probability_json(),
+                request_id=f"req-{seed}-{i}",
+                model_name=settings.model_name,
+                model_version=version,
+                variant="champion",
+                logged_at=at,
+            )
         )
-    prediction_log.write(rows, settings, writer="test")
+    prediction_log.write(prediction_log.frame_from_chunks(chunks), settings, writer="test")
     return frame[["customer_id", TARGET]]
 
 

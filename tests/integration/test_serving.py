@@ -35,6 +35,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
 
     from flows.train import TrainParams, train
     from serving.app import build_app
+    from serving.ray_env import ray_serve_env
     from tasks.settings import get_settings
 
     root = tmp_path_factory.mktemp("serving")
@@ -46,7 +47,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
         "CHURNOPS_SERVING_TEST_TOKEN": TOKEN,
     }
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
+        for key, value in ray_serve_env(env).items():
             patch.setenv(key, value)
         small = {"demo_rows": 600, "n_trials": 3, "cv_folds": 2}
         first = train(TrainParams(**small))

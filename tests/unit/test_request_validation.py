@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
+import pandera.pandas as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving.validation import RecordValidator, RequestValidationError
 from tasks import schemas
@@ -72,3 +78,69 @@ def test_every_schema_check_has_a_request_time_equivalent():
     inferred = schemas.infer_schema(frame, TARGET, classification=True, timestamp_column=TIMESTAMP_COLUMN)
     spec = feature_spec(inferred, TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
     RecordValidator(inferred, spec.columns)  # raises if a check could not be compiled
+
+
+def test_the_fast_pass_takes_ordinary_requests(validator):
+    frame = make_churn_data(n_rows=300, seed=9).drop(columns=[TARGET, TIMESTAMP_COLUMN])
+    records = [{k: (None if v != v else v) for k, v in row.items()} for row in frame.to_dict("records")]
+    assert validator.accept_fast(records) is not None
+
+
+ODD_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.integers(min_value=10**300, max_value=10**320)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.text(alphabet=st.characters(codec=None), max_size=4)  # lone surrogates too
+    | st.just("\ud800")
+    | st.sampled_from(["month-to-month", "one-year", "two-year", "north", "C00001", "C1234-\ud800", "0", "1"])
+    | st.sampled_from([0, 1, 0.0, 1.0, 18, 110, 111, 17.5, -1, 1e308, float("inf"), float("-inf"), float("nan")])
+)
+
+
+def unchecked_validator() -> tuple[RecordValidator, dict]:
+    """Columns with no checks at all, as an inferred schema can have: only the type tests stand guard."""
+    schema = pa.DataFrameSchema(
+        {
+            "amount": pa.Column(float, nullable=True),
+            "count": pa.Column(int),
+            "name": pa.Column(str, nullable=True),
+            "flag": pa.Column(bool),
+        }
+    )
+    return RecordValidator(schema, ["amount", "count", "name", "flag"]), {
+        "amount": 1.5,
+        "count": 2,
+        "name": "a",
+        "flag": True,
+    }
+
+
+@pytest.mark.parametrize("schema_kind", ["demo", "unchecked"])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_fast_pass_never_accepts_what_the_checks_refuse(validator, good_record, schema_kind, data):
+    """Generated near-valid records: whenever the vectorised pass accepts, the per-value checks agree, and both
+    give the same columns. (Checked to fail when the fast pass skips its infinity, integer or Unicode test.)"""
+    if schema_kind == "unchecked":
+        validator, good_record = unchecked_validator()
+    fields = sorted(validator.known | {"nickname"})
+    records = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        record = dict(good_record)
+        for name in data.draw(st.lists(st.sampled_from(fields), max_size=2)):
+            if data.draw(st.booleans()):
+                record[name] = data.draw(ODD_VALUES)
+            else:
+                record.pop(name, None)
+        records.append(json.loads(json.dumps(record)))  # plain JSON types, as a request body parses
+    fast = validator.accept_fast(records)
+    if fast is None:
+        return
+    validator.check_each(records)  # raises if the fast pass let a problem through
+    reference = validator.columns_of(records)
+    assert fast.keys() == reference.keys()
+    for name in fast:
+        np.testing.assert_array_equal(fast[name], reference[name])

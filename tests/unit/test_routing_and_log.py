@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from serving.routing import PredictionBuffer, bucket, choose_variant, sticky_key
@@ -27,18 +29,29 @@ def test_sticky_key_prefers_header_then_entity_id_then_request():
     assert sticky_key(None, [{"x": 1}], ["customer_id"], "req") == "req"
 
 
-def rows(request_id: str, at: datetime, version: str = "3", variant: str = "champion") -> list[dict]:
-    records = [{"tenure_months": 3, "contract": "one-year"}, {"tenure_months": 9, "contract": "two-year"}]
-    outputs = [
-        {"prediction": 1, "probabilities": {"0": 0.2, "1": 0.8}},
-        {"prediction": 0, "probabilities": {"0": 0.9, "1": 0.1}},
-    ]
-    return prediction_log.rows_for(request_id, records, outputs, "churn", version, variant, logged_at=at)
+def rows(request_id: str, at: datetime, version: str = "3", variant: str = "champion") -> dict:
+    """One request's log chunk, as the serving app builds it."""
+    inputs = {"tenure_months": np.array([3.0, 9.0]), "contract": np.array(["one-year", "two-year"], dtype=object)}
+    probabilities = ['{"0":0.2,"1":0.8}', '{"0":0.9,"1":0.1}']
+    return prediction_log.log_columns(
+        inputs,
+        np.array([1, 0]),
+        probabilities,
+        request_id=request_id,
+        model_name="churn",
+        model_version=version,
+        variant=variant,
+        logged_at=at,
+    )
+
+
+def frame(*chunks: dict) -> pd.DataFrame:
+    return prediction_log.frame_from_chunks(list(chunks))
 
 
 def test_log_round_trip_partitioned_by_day_and_filtered_by_window(settings):
     today = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-    files = prediction_log.write(rows("a", today - timedelta(days=1)) + rows("b", today), settings)
+    files = prediction_log.write(frame(rows("a", today - timedelta(days=1)), rows("b", today)), settings)
     assert len(files) == 2 and {f.split("date=")[1][:10] for f in files} == {"2026-11-22", "2026-11-23"}
     everything = prediction_log.read(settings)
     assert list(everything["request_id"]) == ["a", "a", "b", "b"]
@@ -66,6 +79,15 @@ def test_buffer_keeps_rows_when_storage_fails_and_writes_them_later(settings, mo
     monkeypatch.setattr(prediction_log, "write", real_write)
     assert buffer.flush() == 2
     assert list(prediction_log.read(settings)["request_id"]) == ["a", "a"]
-    buffer.add(rows("b", datetime.now(UTC)) * 60)  # 120 rows into a 100-row buffer: the oldest 20 go
+    for _ in range(60):  # 120 rows into a 100-row buffer: the oldest 20 go
+        buffer.add(rows("b", datetime.now(UTC)))
     buffer.close()
     assert len(prediction_log.read(settings)) == 2 + 100
+
+
+def test_a_field_only_some_requests_send_is_null_in_the_others():
+    with_id = rows("a", datetime.now(UTC))
+    with_id["customer_id"] = np.array(["C1", "C2"], dtype=object)
+    joined = frame(with_id, rows("b", datetime.now(UTC)))
+    assert list(joined["customer_id"][:2]) == ["C1", "C2"] and joined["customer_id"][2:].isna().all()
+    assert list(joined["record_index"]) == [0, 1, 0, 1] and list(joined["prediction"]) == [1, 0, 1, 0]

