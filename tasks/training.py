@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import subprocess
 import tempfile
 import warnings
@@ -156,6 +158,50 @@ def git_commit() -> str:
         return "unknown"
 
 
+OWNER_HOST_TAG, OWNER_PID_TAG = "churnops.host", "churnops.pid"
+
+
+@step(**IO_RETRIES)
+def close_orphan_runs(client: MlflowClient, settings: Settings) -> list[str]:
+    """Mark KILLED the training runs (and their trials) left RUNNING by a process of this host that is gone.
+
+    A SIGKILLed or OOM-killed training cannot close its own run. Only runs whose process is known dead are
+    touched: runs of other hosts, or of a live process here (a concurrent training), are left alone."""
+    experiment = client.get_experiment_by_name(settings.experiment_name)
+    if experiment is None:
+        return []
+    host = socket.gethostname()
+    closed = []
+    for run in client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST_TAG}` = '{host}'",
+    ):
+        pid = run.data.tags.get(OWNER_PID_TAG, "")
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        trials = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+        )
+        for orphan in [run, *trials]:
+            client.set_tag(orphan.info.run_id, "churnops.closed_because", f"process {pid} on {host} is gone")
+            client.set_terminated(orphan.info.run_id, "KILLED")
+        closed.append(run.info.run_id)
+    if closed:
+        get_run_logger().warning("closed %d training run(s) left RUNNING by a killed process: %s", len(closed), closed)
+    return closed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 @step(**IO_RETRIES)
 def start_run(
     client: MlflowClient,
@@ -180,6 +226,8 @@ def start_run(
             "data.rows": str(version.rows),
             "task_type": task_type,
             "target": target,
+            OWNER_HOST_TAG: socket.gethostname(),
+            OWNER_PID_TAG: str(os.getpid()),
         },
     )
     dataset = mlflow.data.from_pandas(
