@@ -95,7 +95,7 @@ def train(params: TrainParams | None = None) -> TrainResult:
     train_rows, test_rows = split(accepted, params.test_size, id_columns)
     spec = feature_spec(schema, params.target, exclude=(*id_columns, *([timestamp] if timestamp else [])))
     commit = training.git_commit()
-    training.close_orphan_runs(client, settings)
+    training.close_abandoned(client, settings)
     run_id = training.start_run(
         client, settings, version, accepted, params.target, params.task_type, commit, f"train-{version.digest[:8]}"
     )

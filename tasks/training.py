@@ -162,11 +162,14 @@ OWNER_HOST_TAG, OWNER_PID_TAG = "churnops.host", "churnops.pid"
 
 
 @step(**IO_RETRIES)
-def close_orphan_runs(client: MlflowClient, settings: Settings) -> list[str]:
-    """Mark KILLED the training runs (and their trials) left RUNNING by a process of this host that is gone.
+def close_abandoned(client: MlflowClient, settings: Settings) -> list[str]:
+    """Settle what a training that died left behind; returns the runs closed.
 
-    A SIGKILLed or OOM-killed training cannot close its own run. Only runs whose process is known dead are
-    touched: runs of other hosts, or of a live process here (a concurrent training), are left alone."""
+    A SIGKILLed or OOM-killed training cannot close its own run: runs left RUNNING by a process of this host
+    that is gone are marked KILLED, with their running trials. Runs of other hosts, or of a live process here
+    (a concurrent training), are left alone. Then every version registered by a KILLED or FAILED run that no
+    gate decided is tagged `gate.status=abandoned`, so no version is left looking like it awaits a decision
+    (none of them ever held an alias: the gate moves it last)."""
     experiment = client.get_experiment_by_name(settings.experiment_name)
     if experiment is None:
         return []
@@ -187,6 +190,18 @@ def close_orphan_runs(client: MlflowClient, settings: Settings) -> list[str]:
             client.set_tag(orphan.info.run_id, "churnops.closed_because", f"process {pid} on {host} is gone")
             client.set_terminated(orphan.info.run_id, "KILLED")
         closed.append(run.info.run_id)
+    for version in client.search_model_versions(f"name = '{settings.model_name}'"):
+        if "gate.status" in (version.tags or {}) or not version.run_id:
+            continue
+        status = client.get_run(version.run_id).info.status
+        if status in {"KILLED", "FAILED"}:
+            client.set_model_version_tag(settings.model_name, version.version, "gate.status", "abandoned")
+            client.set_model_version_tag(
+                settings.model_name,
+                version.version,
+                "gate.reasons",
+                f"its training run ended {status} before the gate decided; never promoted",
+            )
     if closed:
         get_run_logger().warning("closed %d training run(s) left RUNNING by a killed process: %s", len(closed), closed)
     return closed
