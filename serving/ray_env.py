@@ -23,6 +23,9 @@ RAY_SERVE_ENV: dict[str, str] = {
     # direct ingress, user code on the replica's own event loop, no per-request log line on stderr
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",  # HAProxy on the HTTP port, balancing over the replicas' ports
+    # Ray retries only when nothing reached a replica. A prediction has no side effect but its log row, so
+    # HAProxy may also resend a request whose replica died under it (no answer, or a broken one) to another.
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
 }
 
 

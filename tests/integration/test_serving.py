@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -97,6 +98,29 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
 def records(n: int, seed: int = 11) -> list[dict]:
     frame = make_churn_data(n_rows=n, seed=seed).drop(columns=[TARGET, TIMESTAMP_COLUMN])
     return json.loads(frame.to_json(orient="records"))
+
+
+def listening_process(port: int) -> str:
+    """The name of the process listening on a loopback TCP port, read from /proc (Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if inodes & {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}:
+                return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:  # a process that ended meanwhile, or one we may not inspect
+            continue
+    return ""
+
+
+def test_the_http_port_is_haproxy_not_rays_python_proxy(served):
+    """serving/ray_env.py is what makes serving fast; the tests run the app the way it ships."""
+    assert listening_process(int(served["url"].rsplit(":", 1)[1])) == "haproxy"
 
 
 def test_health_ready_metadata(served):
