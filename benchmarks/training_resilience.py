@@ -11,6 +11,8 @@ folder on free ports, trains once to have a champion, then runs `python flows/tr
   killed        the training process SIGKILLed mid-sweep, then run again on the same data: one data snapshot,
                 and the alias on the rerun's version (or kept), never on an orphan
   s3-down       the S3 API stopped before a run: retries, then how the failure reads
+  s3-stalled    an S3 endpoint that accepts connections and never answers (a hung server or a black-holed
+                network): how long until the run fails, and how the failure reads
 
 Prints one line per scenario. Nothing here is timed against a target; the point is what is left behind.
 """
@@ -21,9 +23,11 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -179,6 +183,23 @@ def main() -> None:
         print(
             f"s3-down:      exit {run.returncode} after {time.time() - started:.0f} s; versions {before[0]} -> "
             f"{after[0]}; last error: {last_error(out)}",
+            flush=True,
+        )
+
+        # s3-stalled: connections accepted, nothing ever answered
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        held: list[object] = []
+        threading.Thread(target=lambda: [held.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
+        stalled_env = {**env, "CHURNOPS_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        started = time.time()
+        run = train(stalled_env, 4, seed=5)
+        out, _ = run.communicate(timeout=1800)
+        after = registry_state(env)
+        print(
+            f"s3-stalled:   exit {run.returncode} after {time.time() - started:.0f} s; versions -> {after[0]}; "
+            f"last error: {last_error(out)}",
             flush=True,
         )
     finally:

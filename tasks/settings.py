@@ -23,6 +23,17 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="S3 API endpoint for non-AWS stores (moto, MinIO); None means AWS."
     )
+    s3_connect_timeout_s: float = Field(default=5, gt=0, description="Seconds to open a connection to S3.")
+    s3_read_timeout_s: float = Field(
+        default=10, gt=0, description="Seconds S3 may stay silent mid-request before the attempt is abandoned."
+    )
+    s3_max_attempts: int = Field(
+        default=1,
+        ge=1,
+        description="botocore attempts per S3 request; s3fs itself retries a timed-out request 5 times with "
+        "backoff. With these defaults a read from a stalled S3 fails in about 2 minutes (measured 106 s); "
+        "botocore's own (60 s timeouts, 5 attempts, inside s3fs's 5) would hang for the better part of an hour.",
+    )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; None means a SQLite file in the local state folder."
     )

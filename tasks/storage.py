@@ -10,10 +10,20 @@ from tasks.settings import Settings
 
 
 def storage_options(url: str, settings: Settings) -> dict[str, Any]:
-    """fsspec/pandas storage options for `url`: the custom S3 endpoint when one is set."""
-    if url.startswith("s3://") and settings.s3_endpoint_url:
-        return {"client_kwargs": {"endpoint_url": settings.s3_endpoint_url}}
-    return {}
+    """fsspec/pandas storage options for `url`: for S3, the custom endpoint when one is set, and bounded
+    timeouts and retries (botocore's defaults wait 60 s per read, several times over, on a stalled server)."""
+    if not url.startswith("s3://"):
+        return {}
+    options: dict[str, Any] = {
+        "config_kwargs": {
+            "connect_timeout": settings.s3_connect_timeout_s,
+            "read_timeout": settings.s3_read_timeout_s,
+            "retries": {"max_attempts": settings.s3_max_attempts, "mode": "standard"},
+        }
+    }
+    if settings.s3_endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": settings.s3_endpoint_url}
+    return options
 
 
 def filesystem(url: str, settings: Settings) -> tuple[fsspec.AbstractFileSystem, str]:

@@ -45,3 +45,37 @@ def test_train_reads_and_writes_through_s3(prefect_server, s3_endpoint, tmp_path
     stored = fs.find(f"{bucket}/churnops/mlartifacts")
     assert any(p.endswith("model_card.md") for p in stored)
     assert any(p.endswith("MLmodel") for p in stored), "the model itself is in the bucket"
+
+
+def test_a_stalled_s3_fails_a_read_in_bounded_time(monkeypatch):
+    """An endpoint that accepts connections and never answers: the configured timeouts end the call, with the
+    timeout named, instead of botocore's 60 s waits several times over."""
+    import socket
+    import threading
+    import time
+
+    from tasks import storage
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    held = []
+    threading.Thread(target=lambda: [held.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    settings = get_settings(
+        storage_url="s3://stalled/prefix",
+        s3_endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+        s3_read_timeout_s=0.5,
+        s3_max_attempts=1,
+    )
+    s3fs.S3FileSystem.clear_instance_cache()
+    started = time.monotonic()
+    with pytest.raises(Exception, match=r"(?i)timeout"):
+        storage.read_bytes("s3://stalled/prefix/data.parquet", settings)
+    assert time.monotonic() - started < 30  # botocore's defaults take minutes here
+    silent.close()
