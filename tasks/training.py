@@ -39,11 +39,18 @@ step = partial(task, cache_policy=NO_CACHE)
 
 
 def is_transient(exc: BaseException | None) -> bool:
-    """Network and filesystem hiccups anywhere in the cause chain; a corrupt file or a bad model is not one."""
+    """Network and filesystem hiccups anywhere in the cause chain; a corrupt file or a bad model is not one.
+
+    An S3 read timeout is not one either: s3fs has already retried it five times, each waiting out the
+    configured read timeout, so the endpoint is stalled and another round would only multiply the wait."""
+    from botocore.exceptions import ConnectionError as S3ConnectionError
+    from botocore.exceptions import ReadTimeoutError
+
     while exc is not None:
-        if isinstance(exc, data.DataLoadError):
+        if isinstance(exc, data.DataLoadError | ReadTimeoutError):
             return False
-        if isinstance(exc, OSError):  # requests, s3fs and socket errors all derive from OSError
+        # requests and socket errors derive from OSError; botocore's connection errors do not
+        if isinstance(exc, OSError | S3ConnectionError):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from mlflow.exceptions import MlflowException
 
 from tasks.data import DataLoadError
@@ -29,6 +30,9 @@ def chained(outer: Exception, inner: Exception) -> Exception:
         (chained(DataLoadError("x.csv: file not found"), FileNotFoundError()), False),
         (ValueError("bad parameter"), False),
         (MlflowException("untrusted types"), False),
+        # s3fs retried it five times already; a stalled endpoint is not worth three more rounds
+        (ReadTimeoutError(endpoint_url="http://s3:9000/b/k"), False),
+        (EndpointConnectionError(endpoint_url="http://s3:9000/b/k"), True),  # S3 down or restarting
     ],
 )
 def test_only_transient_errors_are_retried(error, transient):
