@@ -10,6 +10,8 @@ folder on free ports, trains once to have a champion, then runs `python flows/tr
   mlflow-blip   the MLflow server stopped mid-sweep for 10 s, then back: does the run finish
   killed        the training process SIGKILLed mid-sweep, then run again on the same data: one data snapshot,
                 and the alias on the rerun's version (or kept), never on an orphan
+  s3-slow       every S3 exchange of the training delayed (a proxy adds `--s3-delay` seconds to each chunk
+                each way): does the run finish, and how much slower than the same run at full speed
   s3-down       the S3 API stopped before a run: retries, then how the failure reads
   s3-stalled    an S3 endpoint that accepts connections and never answers (a hung server or a black-holed
                 network): how long until the run fails, and how the failure reads
@@ -20,6 +22,7 @@ Prints one line per scenario. Nothing here is timed against a target; the point 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import shutil
 import signal
@@ -106,6 +109,47 @@ def registry_state(env: dict[str, str]) -> tuple[int, str | None]:
     return len(versions), champion
 
 
+class SlowProxy:
+    """A TCP proxy in a thread that holds every chunk `delay_s` before passing it on, both ways."""
+
+    def __init__(self, upstream_port: int, delay_s: float) -> None:
+        self.upstream_port, self.delay_s = upstream_port, delay_s
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        ready.set()
+        self.loop.run_until_complete(server.serve_forever())
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    await asyncio.sleep(self.delay_s)
+                    dst.write(chunk)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def timed_run(env: dict[str, str], seed: int) -> tuple[int, float, str]:
+    started = time.time()
+    run = train(env, 4, seed=seed)
+    out, _ = run.communicate(timeout=1800)
+    return run.returncode, time.time() - started, out
+
+
 def snapshots(settings: local_stack.StackSettings, env: dict[str, str]) -> int:
     fs = local_stack.bucket_filesystem(settings.s3_url, env)
     return len([k for k in fs.find(f"{settings.bucket}/storage/datasets") if k.endswith(".parquet")])
@@ -114,6 +158,7 @@ def snapshots(settings: local_stack.StackSettings, env: dict[str, str]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--s3-delay", type=float, default=0.2, help="seconds added to each S3 chunk, each way")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="churnops-train-faults-"))
     settings, env = start_stack(state)
@@ -170,6 +215,18 @@ def main() -> None:
             f"killed:       after the kill versions {before[0]} -> {middle[0]}, @champion v{middle[1]}; rerun exit "
             f"{again.returncode} ({result}); versions {after[0]}, @champion v{after[1]}; "
             f"snapshots {snaps} -> {snapshots(settings, env)}",
+            flush=True,
+        )
+
+        # s3-slow: the same small run at full speed, then with every S3 exchange delayed
+        code, fast_s, _ = timed_run(env, seed=6)
+        proxy = SlowProxy(settings.s3_port, args.s3_delay)
+        slow_env = {**env, "CHURNOPS_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+        slow_code, slow_s, out = timed_run(slow_env, seed=7)
+        print(
+            f"s3-slow:      +{args.s3_delay * 1000:.0f} ms per chunk each way: exit {slow_code} in {slow_s:.0f} s "
+            f"(full speed: exit {code} in {fast_s:.0f} s)"
+            + ("" if slow_code == 0 else f"; last error: {last_error(out)}"),
             flush=True,
         )
 
