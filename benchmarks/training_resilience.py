@@ -146,7 +146,11 @@ class SlowProxy:
 def timed_run(env: dict[str, str], seed: int) -> tuple[int, float, str]:
     started = time.time()
     run = train(env, 4, seed=seed)
-    out, _ = run.communicate(timeout=1800)
+    try:
+        out, _ = run.communicate(timeout=1800)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        raise
     return run.returncode, time.time() - started, out
 
 
@@ -233,13 +237,11 @@ def main() -> None:
         # s3-down: the S3 API stopped before a run
         before = registry_state(env)
         local_stack.stop(settings, service(settings, "s3"))
-        started = time.time()
-        run = train(env, 4, seed=4)
-        out, _ = run.communicate(timeout=900)
+        code, took_s, out = timed_run(env, seed=4)
         after = registry_state(env)
         print(
-            f"s3-down:      exit {run.returncode} after {time.time() - started:.0f} s; versions {before[0]} -> "
-            f"{after[0]}; last error: {last_error(out)}",
+            f"s3-down:      exit {code} after {took_s:.0f} s; versions {before[0]} -> {after[0]}; "
+            f"last error: {last_error(out)}",
             flush=True,
         )
 
@@ -250,13 +252,10 @@ def main() -> None:
         held: list[object] = []
         threading.Thread(target=lambda: [held.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
         stalled_env = {**env, "CHURNOPS_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"}
-        started = time.time()
-        run = train(stalled_env, 4, seed=5)
-        out, _ = run.communicate(timeout=1800)
+        code, took_s, out = timed_run(stalled_env, seed=5)
         after = registry_state(env)
         print(
-            f"s3-stalled:   exit {run.returncode} after {time.time() - started:.0f} s; versions -> {after[0]}; "
-            f"last error: {last_error(out)}",
+            f"s3-stalled:   exit {code} after {took_s:.0f} s; versions -> {after[0]}; last error: {last_error(out)}",
             flush=True,
         )
     finally:

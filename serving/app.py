@@ -31,7 +31,6 @@ from ray import serve
 from serving.predictor import Scored, predict_grouped
 from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
 from serving.validation import Columns, RequestValidationError
-from tasks.prediction_log import log_columns
 
 
 class ServeConfig(BaseModel):
@@ -278,17 +277,7 @@ class ChurnService:
         if elapsed_ms is not None:
             self.latency.observe(elapsed_ms, tags={"variant": variant})
         if self.log is not None:
-            self.log.add(
-                log_columns(
-                    columns,
-                    scored.predictions,
-                    scored.probability_json(),
-                    request_id=request_id,
-                    model_name=model.name,
-                    model_version=model.version,
-                    variant=variant,
-                )
-            )
+            self.log.add(model.log_columns(columns, scored, request_id=request_id, variant=variant))
 
     def _refuse(self, status: int, message: str, request_id: str) -> JSONResponse:
         self.requests.inc(tags={"model_version": "", "variant": "", "outcome": f"http_{status}"})

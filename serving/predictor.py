@@ -6,7 +6,9 @@ Plain Python (no Ray), so serving logic is testable on its own and batch scoring
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from serving.validation import Columns, RecordValidator, rows_in
-from tasks import schemas
+from tasks import prediction_log, schemas
 from tasks.settings import Settings
 
 
@@ -46,6 +48,29 @@ class LoadedModel:
             return Scored(np.asarray(self.model.predict(frame), dtype="float64"), None, [])
         probabilities = self.model.predict_proba(frame)
         return Scored(np.asarray(self.model.classes_)[probabilities.argmax(axis=1)], probabilities, classes)
+
+    def log_columns(
+        self,
+        inputs: Mapping[str, Any],
+        scored: Scored,
+        *,
+        request_id: str,
+        variant: str,
+        first_index: int = 0,
+        logged_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Prediction-log columns (prediction_log.log_columns) for rows this version scored."""
+        return prediction_log.log_columns(
+            inputs,
+            scored.predictions,
+            scored.probability_json(),
+            request_id=request_id,
+            model_name=self.name,
+            model_version=self.version,
+            variant=variant,
+            logged_at=logged_at,
+            first_index=first_index,
+        )
 
     def predict(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
         """One dict per row, as the API answers."""

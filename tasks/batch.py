@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from serving.predictor import LoadedModel, Scored
-from tasks import data, prediction_log, schemas, storage
+from tasks import data, schemas, storage
 from tasks.settings import Settings
 
 
@@ -49,18 +49,7 @@ def output_columns(scored: Scored, model: LoadedModel, index: pd.Index) -> pd.Da
 def log_rows(chunk: pd.DataFrame, scored: Scored, model: LoadedModel, request_id: str, offset: int) -> pd.DataFrame:
     """The same columns the serving app logs, built column-wise for millions of rows."""
     inputs = {c: chunk[c].to_numpy() for c in chunk.columns if c in model.validator.known}
-    return pd.DataFrame(
-        prediction_log.log_columns(
-            inputs,
-            scored.predictions,
-            scored.probability_json(),
-            request_id=request_id,
-            model_name=model.name,
-            model_version=model.version,
-            variant="batch",
-            first_index=offset,
-        )
-    )
+    return pd.DataFrame(model.log_columns(inputs, scored, request_id=request_id, variant="batch", first_index=offset))
 
 
 def write_part(frame: pd.DataFrame, output_uri: str, part: int, settings: Settings) -> str:

@@ -40,16 +40,7 @@ def serve_traffic(settings, n: int, drift: float, seed: int, at: datetime) -> pd
         columns = model.validator.validate(records[i : i + 10])
         scored = model.score(model.validator.frame(columns))
         chunks.append(
-            prediction_log.log_columns(
-                columns,
-                scored.predictions,
-                scored.probability_json(),
-                request_id=f"req-{seed}-{i}",
-                model_name=settings.model_name,
-                model_version=version,
-                variant="champion",
-                logged_at=at,
-            )
+            model.log_columns(columns, scored, request_id=f"req-{seed}-{i}", variant="champion", logged_at=at)
         )
     prediction_log.write(prediction_log.frame_from_chunks(chunks), settings, writer="test")
     return frame[["customer_id", TARGET]]
