@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.inspection import permutation_importance
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
     RocCurveDisplay,
@@ -30,7 +29,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from tasks.modeling import TaskType, primary_score
+from tasks.modeling import TaskType, primary_output, primary_score, score_output
 
 
 def metrics(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType) -> dict[str, float]:
@@ -65,12 +64,41 @@ def metrics(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_typ
 
 
 def feature_importance(
-    model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType, seed: int
+    model: Pipeline,
+    features: pd.DataFrame,
+    target: pd.Series,
+    task_type: TaskType,
+    seed: int,
+    n_repeats: int = 3,
+    rows_per_call: int = 100_000,
 ) -> pd.Series:
-    """Permutation importance on the input columns: comparable across families, in the user's terms."""
-    scoring = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "r2"}[task_type]
-    result = permutation_importance(model, features, target, scoring=scoring, n_repeats=3, random_state=seed)
-    return pd.Series(result.importances_mean, index=features.columns).sort_values(ascending=False)
+    """Permutation importance on the input columns: comparable across families, in the user's terms.
+
+    The mean drop in the primary score when one column is shuffled, as sklearn's `permutation_importance`
+    computes it, but with the shuffled copies stacked into as few predict calls as `rows_per_call` allows: a
+    pipeline call costs ~13 ms whatever its size (the ColumnTransformer on pandas), which sklearn's one call
+    per column and repeat paid 33 times for the demo's 11 columns."""
+    rng = np.random.default_rng(seed)
+    n_rows = len(features)
+    baseline = score_output(target, primary_output(model, features, task_type), task_type)
+    shuffles = [(column, rng.permutation(n_rows)) for column in features.columns for _ in range(n_repeats)]
+    per_call = max(1, rows_per_call // max(n_rows, 1))
+    drops: dict[str, list[float]] = {column: [] for column in features.columns}
+    for start in range(0, len(shuffles), per_call):
+        batch = shuffles[start : start + per_call]
+        stacked = pd.concat([_shuffled(features, column, order) for column, order in batch], ignore_index=True)
+        output = primary_output(model, stacked, task_type)
+        for i, (column, _) in enumerate(batch):
+            score = score_output(target, output[i * n_rows : (i + 1) * n_rows], task_type)
+            drops[column].append(baseline - score)
+    mean_drop = {column: float(np.mean(values)) for column, values in drops.items()}
+    return pd.Series(mean_drop, dtype=float).sort_values(ascending=False)
+
+
+def _shuffled(features: pd.DataFrame, column: str, order: np.ndarray) -> pd.DataFrame:
+    copy = features.copy(deep=False)
+    copy[column] = features[column].take(order).set_axis(features.index)  # take() keeps a categorical dtype
+    return copy
 
 
 def plot_task(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType, out: Path) -> list[Path]:

@@ -98,11 +98,22 @@ def fit(
 
 def primary_score(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType) -> float:
     """The sweep's objective and the gate's comparison metric; higher is better for every task type."""
+    return score_output(target, primary_output(model, features, task_type), task_type)
+
+
+def primary_output(model: Pipeline, features: pd.DataFrame, task_type: TaskType) -> np.ndarray:
+    """What the primary metric reads: the positive class's probability for binary tasks, else predictions."""
     if task_type == "binary":
-        return float(roc_auc_score(target, model.predict_proba(features)[:, 1]))
+        return model.predict_proba(features)[:, 1]
+    return np.asarray(model.predict(features))
+
+
+def score_output(target: pd.Series | np.ndarray, output: np.ndarray, task_type: TaskType) -> float:
+    if task_type == "binary":
+        return float(roc_auc_score(target, output))
     if task_type == "multiclass":
-        return float(f1_score(target, model.predict(features), average="macro"))
-    return float(r2_score(target, model.predict(features)))
+        return float(f1_score(target, output, average="macro"))
+    return float(r2_score(target, output))
 
 
 def params_from_trial(trial_params: dict[str, Any]) -> dict[str, Any]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import optuna
@@ -92,23 +96,15 @@ def run_trials(
     Returns how many trials this call ran."""
     features = frame[list(config.spec.columns)]
     target = frame[config.target]
-    client = MlflowClient(config.tracking_uri)
     worker = f"{socket.gethostname()}-{os.getpid()}"
     before = len(study.get_trials(deepcopy=False))
+    trial_runs = TrialRuns(MlflowClient(config.tracking_uri), config, study.study_name, worker)
 
     def objective(trial: optuna.Trial) -> float:
+        trial_runs.raise_if_failed()  # a tracking store that refuses writes stops the sweep at the next trial
         params = suggest_params(trial)
         trial.set_user_attr("worker", worker)
-        run = client.create_run(
-            config.experiment_id,
-            run_name=f"trial-{trial.number:03d}",
-            tags={
-                "mlflow.parentRunId": config.parent_run_id,
-                "optuna.study": study.study_name,
-                "optuna.trial": str(trial.number),
-                "sweep.worker": worker,
-            },
-        )
+        trial_runs.started(trial.number)
         status = RunStatus.to_string(RunStatus.FAILED)
         try:
             score = cross_validate(trial, features, target, config, params)
@@ -118,19 +114,94 @@ def run_trials(
             status = RunStatus.to_string(RunStatus.KILLED)
             raise
         finally:
-            _log_trial(client, run.info.run_id, trial, params, status)
+            trial_runs.finished(trial.number, params, trial.user_attrs.get("fold_scores", []), status)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line replaces its per-trial INFO
     finished = (TrialState.COMPLETE, TrialState.PRUNED)
-    study.optimize(
-        objective,
-        n_trials=config.n_trials,
-        n_jobs=n_jobs,
-        timeout=timeout,
-        callbacks=[MaxTrialsCallback(config.n_trials, states=finished), _progress(config.n_trials, logger)],
-        gc_after_trial=False,
-    )
+    try:
+        study.optimize(
+            objective,
+            n_trials=config.n_trials,
+            n_jobs=n_jobs,
+            timeout=timeout,
+            callbacks=[MaxTrialsCallback(config.n_trials, states=finished), _progress(config.n_trials, logger)],
+            gc_after_trial=False,
+        )
+    except BaseException:
+        trial_runs.close(raise_error=False)  # the sweep's own error is the one to report
+        raise
+    trial_runs.close()
     return len(study.get_trials(deepcopy=False)) - before
+
+
+class TrialRuns:
+    """Each trial's nested MLflow run, written by one background thread so trials never wait on the tracking
+    store (three writes per trial, ~23 ms on SQLite here: about 4% of the demo sweep). Start and end times are
+    taken when the trial starts and ends, not when the writes land. `close()` waits for every write."""
+
+    def __init__(self, client: MlflowClient, config: SweepConfig, study_name: str, worker: str) -> None:
+        self.client, self.config, self.study_name, self.worker = client, config, study_name, worker
+        self.error: BaseException | None = None
+        self._run_ids: dict[int, str] = {}
+        self._writes: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_all, name="trial-runs", daemon=True)
+        self._writer.start()
+
+    def started(self, number: int) -> None:
+        self._writes.put(partial(self._create, number, _now_ms()))
+
+    def finished(self, number: int, params: dict[str, Any], fold_scores: list[float], status: str) -> None:
+        self._writes.put(partial(self._finish, number, params, list(fold_scores), status, _now_ms()))
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"could not record trials in MLflow: {self.error}") from self.error
+
+    def close(self, raise_error: bool = True) -> None:
+        self._writes.put(None)
+        self._writer.join()
+        if raise_error:
+            self.raise_if_failed()
+
+    def _write_all(self) -> None:
+        while (write := self._writes.get()) is not None:
+            if self.error is None:  # after the first failure, drop the rest: the sweep is about to stop
+                try:
+                    write()
+                except Exception as err:
+                    self.error = err
+
+    def _create(self, number: int, start_ms: int) -> None:
+        run = self.client.create_run(
+            self.config.experiment_id,
+            start_time=start_ms,
+            run_name=f"trial-{number:03d}",
+            tags={
+                "mlflow.parentRunId": self.config.parent_run_id,
+                "optuna.study": self.study_name,
+                "optuna.trial": str(number),
+                "sweep.worker": self.worker,
+            },
+        )
+        self._run_ids[number] = run.info.run_id
+
+    def _finish(self, number: int, params: dict[str, Any], fold_scores: list[float], status: str, end_ms: int) -> None:
+        """One batched write, then the end: SQLite tracking stores pay per round trip."""
+        run_id = self._run_ids.pop(number)
+        metrics = [Metric("cv_fold_score", s, end_ms, step) for step, s in enumerate(fold_scores)]
+        if fold_scores:
+            metrics.append(Metric("cv_score", sum(fold_scores) / len(fold_scores), end_ms, 0))
+        self.client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, str(v)) for k, v in params_from_trial(params).items()],
+            tags=[RunTag("optuna.state", status)],
+        )
+        self.client.set_terminated(run_id, status, end_time=end_ms)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def cross_validate(
@@ -150,22 +221,6 @@ def cross_validate(
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {fold + 1}")
     return sum(scores) / len(scores)
-
-
-def _log_trial(client: MlflowClient, run_id: str, trial: optuna.Trial, params: dict[str, Any], status: str) -> None:
-    """One batched write per trial: SQLite tracking stores pay per round trip."""
-    fold_scores: list[float] = trial.user_attrs.get("fold_scores", [])
-    now_ms = int(time.time() * 1000)
-    metrics = [Metric("cv_fold_score", s, now_ms, step) for step, s in enumerate(fold_scores)]
-    if fold_scores:
-        metrics.append(Metric("cv_score", sum(fold_scores) / len(fold_scores), now_ms, 0))
-    client.log_batch(
-        run_id,
-        metrics=metrics,
-        params=[Param(k, str(v)) for k, v in params_from_trial(params).items()],
-        tags=[RunTag("optuna.state", status)],
-    )
-    client.set_terminated(run_id, status)
 
 
 def _progress(total: int, logger: logging.Logger | logging.LoggerAdapter):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -84,3 +86,27 @@ def test_parallel_trials_in_threads_all_log_their_nested_run(client, demo_sweep_
     )
     assert len(study.trials) >= 4
     assert sorted(int(r.data.tags["optuna.trial"]) for r in children) == [t.number for t in study.trials]
+
+
+def test_trial_runs_keep_the_trials_own_start_and_end_times(client, demo_sweep_config, frame):
+    """Trial runs are written in the background; their times still say when each trial ran."""
+    config = demo_sweep_config(n_trials=3)
+    study = create_study("times", None, config.seed, config)
+    run_trials(study, config, frame)
+    children = client.search_runs(
+        [config.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{config.parent_run_id}'"
+    )
+    by_number = {int(r.data.tags["optuna.trial"]): r.info for r in children}
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert abs(run.start_time - trial.datetime_start.timestamp() * 1000) < 1000
+        assert abs(run.end_time - trial.datetime_complete.timestamp() * 1000) < 1000
+        assert run.start_time <= run.end_time
+
+
+def test_a_tracking_store_that_refuses_trial_runs_stops_the_sweep(demo_sweep_config, frame):
+    config = dataclasses.replace(demo_sweep_config(n_trials=6), experiment_id="987654")  # no such experiment
+    study = create_study("refused", None, config.seed, config)
+    with pytest.raises(RuntimeError, match="could not record trials in MLflow"):
+        run_trials(study, config, frame)
+    assert len(study.trials) < 6, "the sweep stopped instead of training trials nobody can see"
