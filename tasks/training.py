@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ import mlflow
 import optuna
 import pandas as pd
 import pandera.pandas as pa
+from mlflow.entities import Metric, Param
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger, task
@@ -345,11 +347,15 @@ def fit_and_evaluate(
         importance.rename("importance").to_csv(out / "feature_importance.csv")
         for path in [*plots, out / "feature_importance.csv"]:
             client.log_artifact(run_id, str(path), "evaluation")
-    for key, value in params.items():
-        client.log_param(run_id, f"best.{key}", value)
-    for key, value in scores.items():
-        client.log_metric(run_id, f"test_{key}", value)
-    client.log_metric(run_id, "cv_best_score", study.best_value)
+    now_ms = int(time.time() * 1000)
+    client.log_batch(  # one round trip, not one per value
+        run_id,
+        metrics=[
+            *(Metric(f"test_{key}", value, now_ms, 0) for key, value in scores.items()),
+            Metric("cv_best_score", study.best_value, now_ms, 0),
+        ],
+        params=[Param(f"best.{key}", str(value)) for key, value in params.items()],
+    )
     return Candidate(model, params, scores)
 
 
