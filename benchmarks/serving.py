@@ -3,9 +3,10 @@
     python benchmarks/serving.py [--seconds 10] [--concurrency 1 16 32] [--rows 1 100]
 
 Registers one HistGradientBoosting churn model in a throwaway MLflow store, then for each server in turn
-(started by this script, on this machine) drives closed-loop load from an asyncio client in this process:
-`concurrency` requests in flight, each of `rows` records, for `seconds`. Prints requests/s, rows/s, p50 and
-p99 latency, and ours/mlflow ratios, plus the model's in-process batched rate as the ceiling.
+(started by this script, on this machine) drives closed-loop load: `concurrency` requests in flight, each of
+`rows` records, for `seconds`, from wrk when it is installed (`apt-get install wrk`; a C client in its own
+process) or else from an asyncio client in this process (`--client` chooses). Prints requests/s, rows/s, p50
+and p99 latency, and ours/mlflow ratios, plus the model's in-process batched rate as the ceiling.
 """
 
 from __future__ import annotations
@@ -125,6 +126,56 @@ async def drive(url: str, make_body, concurrency: int, seconds: float) -> dict[s
     }
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local file = io.open(os.getenv("BENCH_BODY_FILE"), "rb")
+wrk.body = file:read("*a")
+file:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %f %f %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def drive_wrk(url: str, body: bytes, concurrency: int, seconds: float) -> dict[str, float]:
+    """The same closed loop from wrk, a C client in its own process: it takes a fraction of the CPU the
+    asyncio client needs, which on two shared cores is CPU the servers get back. One body for every request."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script, body_file = Path(tmp) / "post.lua", Path(tmp) / "body.json"
+        script.write_text(WRK_SCRIPT)
+        body_file.write_bytes(body)
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(script),
+                url,
+            ],
+            env={**os.environ, "BENCH_BODY_FILE": str(body_file)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    requests, duration_us, p50_us, p99_us, errors = next(
+        line.split()[1:] for line in out.splitlines() if line.startswith("RESULT ")
+    )
+    ok = int(requests) - int(errors)
+    return {
+        "rps": ok / (int(duration_us) / 1e6),
+        "p50": float(p50_us) / 1000,
+        "p99": float(p99_us) / 1000,
+        "errors": int(errors),
+    }
+
+
 def wait_http(url: str, timeout_s: float = 180) -> None:
     import urllib.request
 
@@ -144,7 +195,10 @@ def run_matrix(name: str, url: str, body_for_rows, args) -> dict[tuple[int, int]
     asyncio.run(drive(url, body_for_rows(1), 4, 2))  # warm up
     for rows in args.rows:
         for concurrency in args.concurrency:
-            result = asyncio.run(drive(url, body_for_rows(rows), concurrency, args.seconds))
+            if args.client == "wrk":
+                result = drive_wrk(url, body_for_rows(rows)(0), concurrency, args.seconds)
+            else:
+                result = asyncio.run(drive(url, body_for_rows(rows), concurrency, args.seconds))
             results[(rows, concurrency)] = result
             print(
                 f"  {name:8s} rows={rows:<4d} conc={concurrency:<3d} {result['rps']:8.1f} req/s "
@@ -165,8 +219,17 @@ def main() -> None:
         default="haproxy",
         help="haproxy: as shipped (serving/ray_env.py); ray-proxy: Ray Serve's default Python proxy, for comparison",
     )
+    parser.add_argument(
+        "--client",
+        choices=["auto", "wrk", "asyncio"],
+        default="auto",
+        help="load generator: wrk (Debian package `wrk`) when installed, else the asyncio client in this process",
+    )
     parser.add_argument("--skip-baseline", action="store_true", help="only our app (while iterating; no ratios)")
     args = parser.parse_args()
+    if args.client == "auto":
+        args.client = "wrk" if shutil.which("wrk") else "asyncio"
+    print(f"load generator: {args.client}")
 
     workdir = throwaway_store("churnops-serve-bench-")
     records, model = register_model(workdir)
