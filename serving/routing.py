@@ -68,7 +68,7 @@ class PredictionBuffer:
         if not chunks:
             return 0
         try:
-            prediction_log.write(prediction_log.frame_from_chunks(chunks), self.settings, self.writer)
+            prediction_log.write(prediction_log.table_from_chunks(chunks), self.settings, self.writer)
         except Exception as err:  # storage down: keep the rows and try again next time
             log.warning("prediction log write failed, will retry: %s", err)
             with self._lock:

@@ -6,10 +6,11 @@ import io
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from serving.predictor import LoadedModel, Scored
-from tasks import data, schemas, storage
+from tasks import data, prediction_log, schemas, storage
 from tasks.settings import Settings
 
 
@@ -46,10 +47,11 @@ def output_columns(scored: Scored, model: LoadedModel, index: pd.Index) -> pd.Da
     return out
 
 
-def log_rows(chunk: pd.DataFrame, scored: Scored, model: LoadedModel, request_id: str, offset: int) -> pd.DataFrame:
+def log_rows(chunk: pd.DataFrame, scored: Scored, model: LoadedModel, request_id: str, offset: int) -> pa.Table:
     """The same columns the serving app logs, built column-wise for millions of rows."""
     inputs = {c: chunk[c].to_numpy() for c in chunk.columns if c in model.validator.known}
-    return pd.DataFrame(model.log_columns(inputs, scored, request_id=request_id, variant="batch", first_index=offset))
+    columns = model.log_columns(inputs, scored, request_id=request_id, variant="batch", first_index=offset)
+    return prediction_log.table_from_chunks([columns])
 
 
 def write_part(frame: pd.DataFrame, output_uri: str, part: int, settings: Settings) -> str:

@@ -42,7 +42,7 @@ def serve_traffic(settings, n: int, drift: float, seed: int, at: datetime) -> pd
         chunks.append(
             model.log_columns(columns, scored, request_id=f"req-{seed}-{i}", variant="champion", logged_at=at)
         )
-    prediction_log.write(prediction_log.frame_from_chunks(chunks), settings, writer="test")
+    prediction_log.write(prediction_log.table_from_chunks(chunks), settings, writer="test")
     return frame[["customer_id", TARGET]]
 
 

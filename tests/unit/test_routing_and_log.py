@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 import pytest
 
 from serving.routing import PredictionBuffer, bucket, choose_variant, sticky_key
@@ -45,8 +45,8 @@ def rows(request_id: str, at: datetime, version: str = "3", variant: str = "cham
     )
 
 
-def frame(*chunks: dict) -> pd.DataFrame:
-    return prediction_log.frame_from_chunks(list(chunks))
+def frame(*chunks: dict) -> pa.Table:
+    return prediction_log.table_from_chunks(list(chunks))
 
 
 def test_log_round_trip_partitioned_by_day_and_filtered_by_window(settings):
@@ -57,6 +57,7 @@ def test_log_round_trip_partitioned_by_day_and_filtered_by_window(settings):
     assert list(everything["request_id"]) == ["a", "a", "b", "b"]
     assert list(everything["tenure_months"]) == [3, 9, 3, 9]
     assert set(everything["model_version"]) == {"3"}
+    assert str(everything["logged_at"].dt.tz) == "UTC" and everything["logged_at"].iloc[-1] == today
     recent = prediction_log.read(settings, since=today - timedelta(hours=1))
     assert list(recent["request_id"]) == ["b", "b"]
     assert prediction_log.read(settings, since=today + timedelta(days=2)).empty
@@ -88,6 +89,6 @@ def test_buffer_keeps_rows_when_storage_fails_and_writes_them_later(settings, mo
 def test_a_field_only_some_requests_send_is_null_in_the_others():
     with_id = rows("a", datetime.now(UTC))
     with_id["customer_id"] = np.array(["C1", "C2"], dtype=object)
-    joined = frame(with_id, rows("b", datetime.now(UTC)))
+    joined = frame(with_id, rows("b", datetime.now(UTC))).to_pandas()
     assert list(joined["customer_id"][:2]) == ["C1", "C2"] and joined["customer_id"][2:].isna().all()
     assert list(joined["record_index"]) == [0, 1, 0, 1] and list(joined["prediction"]) == [1, 0, 1, 0]
