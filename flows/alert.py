@@ -16,6 +16,7 @@ from prefect import flow, task
 from prefect.settings import PREFECT_UI_URL
 
 from tasks import alerts, events
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 
@@ -38,4 +39,5 @@ def alert(flow_run: str) -> str:
 
 
 if __name__ == "__main__":
-    alert(sys.argv[1])
+    with shell_run():
+        alert(sys.argv[1])

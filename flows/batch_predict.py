@@ -17,6 +17,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from tasks import batch, data, prediction_log, registry, storage
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 
@@ -64,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default=None)
     parser.add_argument("--chunk-rows", type=int, default=100_000)
     args = parser.parse_args(argv)
-    result = batch_predict(BatchParams(input_uri=args.input_uri, output_uri=args.output, chunk_rows=args.chunk_rows))
+    with shell_run():
+        result = batch_predict(
+            BatchParams(input_uri=args.input_uri, output_uri=args.output, chunk_rows=args.chunk_rows)
+        )
     print(f"scored {result.rows} rows with v{result.model_version} into {result.output_uri} ({result.parts} parts)")
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from flows.train import TrainParams, train
 from tasks import drift, events, monitoring, registry
 from tasks.policy import MonitorPolicy, decide
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 
@@ -136,7 +137,8 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
 
 
 if __name__ == "__main__":
-    outcome = monitor()
+    with shell_run():
+        outcome = monitor()
     print(f"{outcome.samples} predictions, drift share {outcome.drift_share}, retrain: {outcome.retrain}")
     if outcome.new_version:
         print(f"retrained v{outcome.new_version}: {'promoted' if outcome.promoted else 'kept the champion'}")

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow
 
 from tasks import data, events, storage
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 
@@ -39,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", default="churned")
     parser.add_argument("--task-type", default="binary", choices=["binary", "multiclass", "regression"])
     args = parser.parse_args(argv)
-    new_data(args.source, args.dataset, args.target, args.task_type)
+    with shell_run():
+        new_data(args.source, args.dataset, args.target, args.task_type)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow
 
 from tasks import registry, training
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     target.add_argument("--rollback", action="store_true", help="return to the previous champion")
     parser.add_argument("--reason", required=True)
     args = parser.parse_args(argv)
-    promote(version=args.version, rollback=args.rollback, reason=args.reason)
+    with shell_run():
+        promote(version=args.version, rollback=args.rollback, reason=args.reason)
 
 
 if __name__ == "__main__":

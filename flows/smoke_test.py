@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow
 
 from tasks import events, registry, smoke, training
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 ACTOR = "smoke-test"
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wait-s", type=float, default=120)
     parser.add_argument("--no-rollback", action="store_true")
     args = parser.parse_args(argv)
-    smoke_test(args.version, args.endpoint, args.wait_s, not args.no_rollback)
+    with shell_run():
+        smoke_test(args.version, args.endpoint, args.wait_s, not args.no_rollback)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow
 
 from tasks import registry, training
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 
 
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=None)
     args = parser.parse_args(argv)
-    ran = sweep_worker(args.study_name, args.storage, args.seed, args.n_jobs, args.timeout_s)
+    with shell_run():
+        ran = sweep_worker(args.study_name, args.storage, args.seed, args.n_jobs, args.timeout_s)
     print(f"this worker ran {ran} trials of {args.study_name}")
 
 

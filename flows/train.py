@@ -19,6 +19,7 @@ from tasks import demo_data, registry, reports, schemas, training
 from tasks.data import split
 from tasks.features import feature_spec
 from tasks.modeling import TaskType
+from tasks.runtime import shell_run
 from tasks.settings import get_settings
 from tasks.sweep import SweepConfig
 
@@ -172,6 +173,7 @@ def train(params: TrainParams | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    result = train()
+    with shell_run():
+        result = train()
     verdict = "promoted to @champion" if result.promoted else "not promoted"
     print(f"model v{result.model_version} {verdict}: {'; '.join(result.reasons)}")
