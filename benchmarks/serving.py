@@ -190,6 +190,34 @@ def wait_http(url: str, timeout_s: float = 180) -> None:
     raise TimeoutError(f"{url} never answered 200")
 
 
+def running_replicas(app: str = "bench", deployment: str = "churn") -> int:
+    from ray import serve
+
+    states = serve.status().applications[app].deployments[deployment].replica_states
+    return sum(count for state, count in states.items() if str(state).endswith("RUNNING"))
+
+
+def warm_up(url: str, body: bytes, concurrency: int, args, limit_s: float = 120) -> int:
+    """Load at the top concurrency until the autoscaler has settled (serving/config.yaml), so every cell
+    measures the steady state a loaded server reaches, not the first minute of a scale-up."""
+    import yaml
+
+    from serving.app import CONFIG_FILE
+
+    (application,) = yaml.safe_load(CONFIG_FILE.read_text())["applications"]
+    scaling = application["deployments"][0].get("autoscaling_config") or {}
+    target = scaling.get("target_ongoing_requests")
+    want = min(scaling.get("max_replicas", 1), -(-concurrency // target)) if target else 1
+    deadline = time.perf_counter() + limit_s
+    while True:
+        if args.client == "wrk":
+            drive_wrk(url, body, concurrency, 5)
+        else:
+            asyncio.run(drive(url, lambda i: body, concurrency, 5))
+        if running_replicas() >= want or time.perf_counter() > deadline:
+            return running_replicas()
+
+
 def run_matrix(name: str, url: str, body_for_rows, args) -> dict[tuple[int, int], dict[str, float]]:
     results = {}
     asyncio.run(drive(url, body_for_rows(1), 4, 2))  # warm up
@@ -254,11 +282,11 @@ def main() -> None:
     # (b) mlflow models serve, one uvicorn worker as its default
     base = {} if args.skip_baseline else serve_mlflow(args, mlflow_body)
 
-    # (a) our Ray Serve app, as serving/config.yaml configures it (one replica to start; autoscaling to two)
+    # (a) our Ray Serve app as serving/config.yaml deploys it: its args, replicas/autoscaling and resources
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import app_from_config
     from serving.ray_env import use_in_this_process
 
     if args.ingress == "haproxy":
@@ -266,11 +294,14 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"poll_interval_s": 30}), name="bench", route_prefix="/")
+    serve.run(app_from_config(poll_interval_s=30), name="bench", route_prefix="/")
     try:
+        url = f"http://127.0.0.1:{port}/predict"
         wait_http(f"http://127.0.0.1:{port}/ready")
-        print(f"ours (Ray Serve app, ingress: {args.ingress}):")
-        ours = run_matrix("ours", f"http://127.0.0.1:{port}/predict", ours_body, args)
+        replicas = warm_up(url, ours_body(1)(0), max(args.concurrency), args)
+        print(f"ours (Ray Serve app, ingress: {args.ingress}, {replicas} replica(s) after warm-up):")
+        ours = run_matrix("ours", url, ours_body, args)
+        print(f"  replicas at the end: {running_replicas()}")
     finally:
         serve.shutdown()
         ray.shutdown()

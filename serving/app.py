@@ -20,9 +20,11 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -297,3 +299,14 @@ class ChurnService:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for `serve run`/`serve deploy`: args come from the config file."""
     return ChurnService.bind(ServeConfig(**args).model_dump())
+
+
+CONFIG_FILE = Path(__file__).with_name("config.yaml")
+
+
+def app_from_config(path: Path = CONFIG_FILE, **args: Any) -> serve.Application:
+    """The application as `serve run <path>` deploys it (the file's args and deployment options: replicas,
+    autoscaling, resources), with `args` overriding the file's: to run the shipped setup from Python."""
+    (application,) = yaml.safe_load(path.read_text())["applications"]
+    options = {key: value for key, value in application["deployments"][0].items() if key != "name"}
+    return ChurnService.options(**options).bind(ServeConfig(**{**application.get("args", {}), **args}).model_dump())

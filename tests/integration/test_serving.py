@@ -260,6 +260,27 @@ def test_gpu_request_is_carried_by_configuration():
     assert ChurnService.options(ray_actor_options=options).ray_actor_options["num_gpus"] == 1
 
 
+def test_app_from_config_deploys_what_the_file_says(tmp_path: Path):
+    """Benchmarks run the shipped config through app_from_config: the file's resources, autoscaling and args."""
+    import yaml
+
+    from serving.app import app_from_config
+
+    config = yaml.safe_load(Path("serving/config.yaml").read_text())
+    deployment = config["applications"][0]["deployments"][0]
+    deployment["ray_actor_options"]["num_gpus"] = 1
+    deployment["autoscaling_config"]["max_replicas"] = 5
+    config["applications"][0]["args"]["max_records"] = 77
+    edited = tmp_path / "config.yaml"
+    edited.write_text(yaml.safe_dump(config))
+
+    bound = app_from_config(edited, poll_interval_s=3)._bound_deployment
+    assert bound.ray_actor_options["num_gpus"] == 1
+    assert bound._deployment_config.autoscaling_config.max_replicas == 5
+    assert bound.init_args[0]["max_records"] == 77, "the file's args"
+    assert bound.init_args[0]["poll_interval_s"] == 3, "overridden by the caller"
+
+
 def wait_for_log(settings, request_ids: set[str], variants: set[str], timeout_s: float = 30):
     from tasks import prediction_log
 
