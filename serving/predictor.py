@@ -14,7 +14,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import orjson
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
@@ -58,12 +57,13 @@ class LoadedModel:
         variant: str,
         first_index: int = 0,
         logged_at: datetime | None = None,
-    ) -> dict[str, Any]:
-        """Prediction-log columns (prediction_log.log_columns) for rows this version scored."""
+    ) -> prediction_log.LogChunk:
+        """Prediction-log rows (prediction_log.log_columns) for rows this version scored."""
         return prediction_log.log_columns(
             inputs,
             scored.predictions,
-            scored.probability_json(),
+            scored.probabilities,
+            scored.classes,
             request_id=request_id,
             model_name=self.name,
             model_version=self.version,
@@ -110,13 +110,6 @@ class Scored:
             {"prediction": label, "probabilities": dict(zip(names, row, strict=True))}
             for label, row in zip(self.predictions.tolist(), self.probabilities.tolist(), strict=True)
         ]
-
-    def probability_json(self) -> list[str | None]:
-        """One JSON object per row, class -> probability, as the prediction log stores them."""
-        if self.probabilities is None:
-            return [None] * len(self)
-        names = [str(c) for c in self.classes]
-        return [orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in self.probabilities.tolist()]
 
     def slice(self, start: int, stop: int) -> Scored:
         probabilities = None if self.probabilities is None else self.probabilities[start:stop]

@@ -43,22 +43,22 @@ class PredictionBuffer:
 
     def __init__(self, settings: Settings, flush_every_s: float, max_rows: int, writer: str) -> None:
         self.settings, self.flush_every_s, self.max_rows, self.writer = settings, flush_every_s, max_rows, writer
-        self._chunks: list[dict[str, Any]] = []
+        self._chunks: list[prediction_log.LogChunk] = []
         self._rows = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def add(self, chunk: dict[str, Any]) -> None:
+    def add(self, chunk: prediction_log.LogChunk) -> None:
         with self._lock:
             self._chunks.append(chunk)
-            self._rows += _size(chunk)
+            self._rows += chunk.rows
             dropped = 0
             while self._rows > self.max_rows and len(self._chunks) > 1:
                 oldest = self._chunks.pop(0)
-                self._rows -= _size(oldest)
-                dropped += _size(oldest)
+                self._rows -= oldest.rows
+                dropped += oldest.rows
         if dropped:
             log.warning("prediction log buffer full: dropped the %d oldest rows", dropped)
 
@@ -84,7 +84,3 @@ class PredictionBuffer:
     def close(self) -> None:
         self._stop.set()
         self.flush()
-
-
-def _size(chunk: dict[str, Any]) -> int:
-    return len(chunk["request_id"])

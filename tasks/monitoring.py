@@ -141,9 +141,9 @@ def live_primary(labelled: pd.DataFrame, ctx: ChampionContext) -> float | None:
         return float(r2_score(truth, labelled["prediction"].astype(float)))
     if ctx.task_type == "multiclass":
         return float(f1_score(truth.astype(str), labelled["prediction"].astype(str), average="macro"))
-    probabilities = labelled["probabilities"].map(json.loads)
-    positive = sorted(probabilities.iloc[0])[-1]  # sklearn's positive class is the last of classes_
-    return float(roc_auc_score(truth.astype(str) == positive, probabilities.map(lambda p: p[positive])))
+    probabilities = prediction_log.class_probabilities(labelled)
+    positive = sorted(probabilities.columns)[-1]  # sklearn's positive class is the last of classes_
+    return float(roc_auc_score(truth.astype(str) == positive, probabilities[positive]))
 
 
 @step(**IO_RETRIES)

@@ -7,8 +7,10 @@ with the training snapshot.
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,18 +30,33 @@ LOG_COLUMNS = [
     "model_version",
     "variant",
     "prediction",
-    "probabilities",
 ]
+PROBABILITY_PREFIX = "probability_"  # one float column per class, as batch scoring's output has them
 
 
 def log_root(settings: Settings) -> str:
     return storage.join(settings.storage_url, "predictions")
 
 
+@dataclass(frozen=True)
+class LogChunk:
+    """One request's log rows, kept as the request path has them: arrays for what differs per row, single
+    values for what the whole request shares. Rows are only spelled out when many chunks become a table."""
+
+    per_row: dict[str, np.ndarray]  # the inputs as validated, the prediction, probability_<class>
+    shared: dict[str, Any]  # request_id, logged_at, model_name, model_version, variant
+    first_index: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.per_row["prediction"])
+
+
 def log_columns(
     inputs: Mapping[str, Any],
-    predictions: Sequence[Any],
-    probabilities: Sequence[str | None],
+    predictions: np.ndarray,
+    probabilities: np.ndarray | None,
+    classes: Sequence[Any],
     *,
     request_id: str,
     model_name: str,
@@ -47,41 +64,59 @@ def log_columns(
     variant: str,
     logged_at: datetime | None = None,
     first_index: int = 0,
-) -> dict[str, Any]:
-    """Log rows as columns: the inputs as validated, the outputs, which version and variant produced them.
+) -> LogChunk:
+    """Log rows for one request: the inputs as validated, the outputs, which version and variant produced them.
 
-    Column-wise because the serving path logs every record of every request: one small array per column per
-    request, joined into one table when written (table_from_chunks)."""
-    n = len(predictions)
+    Nothing here is per row: the serving path logs every record of every request, so the request path only
+    keeps references (probabilities: a rows x classes array, one column per class) and table_from_chunks does
+    the rest, vectorised, off the request path."""
     at = (logged_at or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None)
-    return {
-        **inputs,
-        "request_id": np.full(n, request_id, dtype=object),
-        "record_index": np.arange(first_index, first_index + n),
-        "logged_at": np.full(n, np.datetime64(at, "us")),
-        "model_name": np.full(n, model_name, dtype=object),
-        "model_version": np.full(n, str(model_version), dtype=object),
-        "variant": np.full(n, variant, dtype=object),
-        "prediction": np.asarray(predictions),
-        "probabilities": np.array(probabilities, dtype=object),
+    per_row = {**inputs, "prediction": np.asarray(predictions)}
+    if probabilities is not None:
+        per_row.update({f"{PROBABILITY_PREFIX}{label}": probabilities[:, i] for i, label in enumerate(classes)})
+    shared = {
+        "request_id": request_id,
+        "logged_at": np.datetime64(at, "us"),
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "variant": variant,
     }
+    return LogChunk(per_row, shared, first_index)
 
 
-def table_from_chunks(chunks: list[dict[str, Any]]) -> pa.Table:
-    """One Arrow table from many log_columns chunks; a field one request did not send is null in its rows.
+def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
+    """One Arrow table from many chunks; a field one request did not send (or a class another version does not
+    have) is null in its rows.
 
     Straight to Arrow, not through a pandas frame: a serving replica builds this every few seconds beside the
     requests it answers, and pandas' frame construction was half of that cost."""
-    names = list(dict.fromkeys(name for chunk in chunks for name in chunk))
-    sizes = [len(chunk["request_id"]) for chunk in chunks]
-    columns = {
+    sizes = np.array([chunk.rows for chunk in chunks])
+    starts = np.array([chunk.first_index for chunk in chunks])
+    offsets = np.cumsum(sizes) - sizes
+    # each chunk's record_index runs first_index, first_index + 1, ...: one arange, shifted per chunk
+    record_index = np.arange(sizes.sum()) - np.repeat(offsets - starts, sizes)
+    shared = {
+        name: np.repeat(np.array([chunk.shared[name] for chunk in chunks]), sizes)
+        for name in ("request_id", "logged_at", "model_name", "model_version", "variant")
+    }
+    names = list(dict.fromkeys(name for chunk in chunks for name in chunk.per_row))
+    per_row = {
         name: np.concatenate(
             [
-                chunk[name] if name in chunk else np.full(size, None, dtype=object)
-                for chunk, size in zip(chunks, sizes, strict=True)
+                chunk.per_row[name] if name in chunk.per_row else np.full(chunk.rows, None, dtype=object)
+                for chunk in chunks
             ]
         )
         for name in names
+    }
+    outputs = [name for name in names if name == "prediction" or name.startswith(PROBABILITY_PREFIX)]
+    inputs = {name: column for name, column in per_row.items() if name not in outputs}
+    columns = {
+        **inputs,
+        "request_id": shared.pop("request_id"),
+        "record_index": record_index,
+        **shared,
+        **{name: per_row[name] for name in outputs},
     }
     # from_pandas: NaN and pd.NA become nulls, as they did when this went through a pandas frame.
     # logged_at: log_columns stamps naive UTC times; the files say so, and read back timezone-aware.
@@ -133,3 +168,15 @@ def read(settings: Settings, since: datetime | None = None, until: datetime | No
     if until is not None:
         frame = frame[frame["logged_at"] < pd.Timestamp(until)]
     return frame.sort_values("logged_at").reset_index(drop=True)
+
+
+def class_probabilities(log: pd.DataFrame) -> pd.DataFrame:
+    """Per row, the probability of each class (columns: class labels as text), from the probability_<class>
+    columns, or from the JSON text column `probabilities` of logs written before those columns existed."""
+    labels = [c.removeprefix(PROBABILITY_PREFIX) for c in log.columns if c.startswith(PROBABILITY_PREFIX)]
+    out = pd.DataFrame({label: log[PROBABILITY_PREFIX + label].astype("float64") for label in labels}, index=log.index)
+    if "probabilities" in log.columns:
+        old = log["probabilities"].dropna().map(json.loads)
+        if len(old):
+            out = out.combine_first(pd.DataFrame(old.tolist(), index=old.index).astype("float64"))
+    return out

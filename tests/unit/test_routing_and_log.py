@@ -29,23 +29,32 @@ def test_sticky_key_prefers_header_then_entity_id_then_request():
     assert sticky_key(None, [{"x": 1}], ["customer_id"], "req") == "req"
 
 
-def rows(request_id: str, at: datetime, version: str = "3", variant: str = "champion") -> dict:
-    """One request's log chunk, as the serving app builds it."""
+def rows(
+    request_id: str,
+    at: datetime,
+    version: str = "3",
+    variant: str = "champion",
+    classes: tuple = (0, 1),
+    first_index: int = 0,
+) -> prediction_log.LogChunk:
+    """One request's log chunk (two records), as the serving app builds it."""
     inputs = {"tenure_months": np.array([3.0, 9.0]), "contract": np.array(["one-year", "two-year"], dtype=object)}
-    probabilities = ['{"0":0.2,"1":0.8}', '{"0":0.9,"1":0.1}']
+    probabilities = np.array([[0.2, 0.8], [0.9, 0.1]])
     return prediction_log.log_columns(
         inputs,
         np.array([1, 0]),
         probabilities,
+        list(classes),
         request_id=request_id,
         model_name="churn",
         model_version=version,
         variant=variant,
         logged_at=at,
+        first_index=first_index,
     )
 
 
-def frame(*chunks: dict) -> pa.Table:
+def frame(*chunks: prediction_log.LogChunk) -> pa.Table:
     return prediction_log.table_from_chunks(list(chunks))
 
 
@@ -88,7 +97,36 @@ def test_buffer_keeps_rows_when_storage_fails_and_writes_them_later(settings, mo
 
 def test_a_field_only_some_requests_send_is_null_in_the_others():
     with_id = rows("a", datetime.now(UTC))
-    with_id["customer_id"] = np.array(["C1", "C2"], dtype=object)
+    with_id.per_row["customer_id"] = np.array(["C1", "C2"], dtype=object)
     joined = frame(with_id, rows("b", datetime.now(UTC))).to_pandas()
     assert list(joined["customer_id"][:2]) == ["C1", "C2"] and joined["customer_id"][2:].isna().all()
     assert list(joined["record_index"]) == [0, 1, 0, 1] and list(joined["prediction"]) == [1, 0, 1, 0]
+
+
+def test_chunks_become_rows_with_their_request_values_and_class_probabilities():
+    """Shared values are spelled out per row only when the table is built; each version keeps its own classes."""
+    at = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    table = frame(
+        rows("a", at, version="3"),
+        rows("b", at + timedelta(seconds=1), version="4", variant="challenger", classes=("no", "yes"), first_index=7),
+    ).to_pandas()
+    assert list(table.columns[:2]) == ["tenure_months", "contract"], "inputs first, as sent"
+    assert list(table["request_id"]) == ["a", "a", "b", "b"]
+    assert list(table["record_index"]) == [0, 1, 7, 8]
+    assert list(table["model_version"]) == ["3", "3", "4", "4"]
+    assert list(table["variant"]) == ["champion", "champion", "challenger", "challenger"]
+    assert list(table["logged_at"].dt.second) == [0, 0, 1, 1] and str(table["logged_at"].dt.tz) == "UTC"
+    assert list(table["probability_1"][:2]) == [0.8, 0.1] and table["probability_1"][2:].isna().all()
+    assert list(table["probability_yes"][2:]) == [0.8, 0.1] and table["probability_yes"][:2].isna().all()
+
+
+def test_class_probabilities_read_numeric_columns_and_older_json_logs_alike():
+    import pandas as pd
+
+    new = frame(rows("a", datetime.now(UTC))).to_pandas()
+    old = pd.DataFrame({"prediction": [1], "probabilities": ['{"0":0.3,"1":0.7}']})  # before probability_<class>
+    mixed = pd.concat([new, old], ignore_index=True)
+    probabilities = prediction_log.class_probabilities(mixed)
+    assert sorted(probabilities.columns) == ["0", "1"]
+    assert list(probabilities["1"]) == [0.8, 0.1, 0.7]
+    assert list(probabilities["0"]) == [0.2, 0.9, 0.3]
