@@ -95,10 +95,12 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
     offsets = np.cumsum(sizes) - sizes
     # each chunk's record_index runs first_index, first_index + 1, ...: one arange, shifted per chunk
     record_index = np.arange(sizes.sum()) - np.repeat(offsets - starts, sizes)
+    # object arrays, not numpy text: one long request id would widen every row of a fixed-width array
     shared = {
-        name: np.repeat(np.array([chunk.shared[name] for chunk in chunks]), sizes)
-        for name in ("request_id", "logged_at", "model_name", "model_version", "variant")
+        name: np.repeat(np.array([chunk.shared[name] for chunk in chunks], dtype=object), sizes)
+        for name in ("request_id", "model_name", "model_version", "variant")
     }
+    shared["logged_at"] = np.repeat(np.array([c.shared["logged_at"] for c in chunks], dtype="datetime64[us]"), sizes)
     names = list(dict.fromkeys(name for chunk in chunks for name in chunk.per_row))
     per_row = {
         name: np.concatenate(
@@ -113,9 +115,9 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
     inputs = {name: column for name, column in per_row.items() if name not in outputs}
     columns = {
         **inputs,
-        "request_id": shared.pop("request_id"),
+        "request_id": shared["request_id"],
         "record_index": record_index,
-        **shared,
+        **{name: shared[name] for name in ("logged_at", "model_name", "model_version", "variant")},
         **{name: per_row[name] for name in outputs},
     }
     # from_pandas: NaN and pd.NA become nulls, as they did when this went through a pandas frame.
