@@ -41,7 +41,7 @@ def output_columns(scored: Scored, model: LoadedModel, index: pd.Index) -> pd.Da
     out = pd.DataFrame({"prediction": scored.predictions}, index=index)
     if scored.probabilities is not None:
         for position, label in enumerate(scored.classes):
-            out[f"probability_{label}"] = scored.probabilities[:, position]
+            out[f"{prediction_log.PROBABILITY_PREFIX}{label}"] = scored.probabilities[:, position]
     out["model_name"] = model.name
     out["model_version"] = model.version
     return out
