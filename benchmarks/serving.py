@@ -200,12 +200,9 @@ def running_replicas(app: str = "bench", deployment: str = "churn") -> int:
 def warm_up(url: str, body: bytes, concurrency: int, args, limit_s: float = 120) -> int:
     """Load at the top concurrency until the autoscaler has settled (serving/config.yaml), so every cell
     measures the steady state a loaded server reaches, not the first minute of a scale-up."""
-    import yaml
+    from serving.app import shipped_config
 
-    from serving.app import CONFIG_FILE
-
-    (application,) = yaml.safe_load(CONFIG_FILE.read_text())["applications"]
-    scaling = application["deployments"][0].get("autoscaling_config") or {}
+    scaling = shipped_config()["deployments"][0].get("autoscaling_config") or {}
     target = scaling.get("target_ongoing_requests")
     want = min(scaling.get("max_replicas", 1), -(-concurrency // target)) if target else 1
     deadline = time.perf_counter() + limit_s

@@ -304,9 +304,15 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 CONFIG_FILE = Path(__file__).with_name("config.yaml")
 
 
+def shipped_config(path: Path = CONFIG_FILE) -> dict[str, Any]:
+    """The one application of a serve config file, as written: its `args` and its deployment's options."""
+    (application,) = yaml.safe_load(path.read_text())["applications"]
+    return application
+
+
 def app_from_config(path: Path = CONFIG_FILE, **args: Any) -> serve.Application:
     """The application as `serve run <path>` deploys it (the file's args and deployment options: replicas,
     autoscaling, resources), with `args` overriding the file's: to run the shipped setup from Python."""
-    (application,) = yaml.safe_load(path.read_text())["applications"]
+    application = shipped_config(path)
     options = {key: value for key, value in application["deployments"][0].items() if key != "name"}
     return ChurnService.options(**options).bind(ServeConfig(**{**application.get("args", {}), **args}).model_dump())

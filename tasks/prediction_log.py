@@ -95,12 +95,6 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
     offsets = np.cumsum(sizes) - sizes
     # each chunk's record_index runs first_index, first_index + 1, ...: one arange, shifted per chunk
     record_index = np.arange(sizes.sum()) - np.repeat(offsets - starts, sizes)
-    # object arrays, not numpy text: one long request id would widen every row of a fixed-width array
-    shared = {
-        name: np.repeat(np.array([chunk.shared[name] for chunk in chunks], dtype=object), sizes)
-        for name in ("request_id", "model_name", "model_version", "variant")
-    }
-    shared["logged_at"] = np.repeat(np.array([c.shared["logged_at"] for c in chunks], dtype="datetime64[us]"), sizes)
     names = list(dict.fromkeys(name for chunk in chunks for name in chunk.per_row))
     per_row = {
         name: np.concatenate(
@@ -111,14 +105,22 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
         )
         for name in names
     }
-    outputs = [name for name in names if name == "prediction" or name.startswith(PROBABILITY_PREFIX)]
-    inputs = {name: column for name, column in per_row.items() if name not in outputs}
+
+    def repeated(name: str) -> np.ndarray:
+        # object arrays, not numpy text: one long request id would widen every row of a fixed-width array
+        dtype = "datetime64[us]" if name == "logged_at" else object
+        return np.repeat(np.array([chunk.shared[name] for chunk in chunks], dtype=dtype), sizes)
+
+    def log_column(name: str) -> np.ndarray:
+        if name == "record_index":
+            return record_index
+        return per_row[name] if name in per_row else repeated(name)
+
+    probabilities = [name for name in names if name.startswith(PROBABILITY_PREFIX)]
     columns = {
-        **inputs,
-        "request_id": shared["request_id"],
-        "record_index": record_index,
-        **{name: shared[name] for name in ("logged_at", "model_name", "model_version", "variant")},
-        **{name: per_row[name] for name in outputs},
+        **{name: column for name, column in per_row.items() if name not in LOG_COLUMNS and name not in probabilities},
+        **{name: log_column(name) for name in LOG_COLUMNS},
+        **{name: per_row[name] for name in probabilities},
     }
     # from_pandas: NaN and pd.NA become nulls, as they did when this went through a pandas frame.
     # logged_at: log_columns stamps naive UTC times; the files say so, and read back timezone-aware.

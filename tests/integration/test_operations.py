@@ -52,13 +52,29 @@ class Stack:
     def stack(self, command: str) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "deployments/stack.py", command)
 
+    def query(self, path: str, body: dict, patience_s: float = 150) -> list[dict]:
+        """A read of the Prefect API, waiting out the stalls of Prefect's SQLite server: two of its own write
+        transactions (worker heartbeat, work-queue polling) can hold each other for SQLite's 60 s busy timeout
+        (PrefectHQ/prefect#23051), and requests queue behind them. Such a stall is not what these tests check."""
+        deadline = time.time() + patience_s
+        while True:
+            try:
+                response = httpx.post(f"{self.api}{path}", json=body, timeout=30)
+                if response.status_code < 500:
+                    return response.raise_for_status().json()
+                problem = f"HTTP {response.status_code}: {response.text[:300]}"
+            except httpx.TransportError as err:
+                problem = repr(err)
+            if time.time() > deadline:
+                raise AssertionError(f"Prefect API {path} did not answer within {patience_s} s: {problem}")
+            time.sleep(2)
+
     def deployment_id(self, name: str) -> str:
-        deployments = httpx.post(f"{self.api}/deployments/filter", json={}).json()
-        return next(d["id"] for d in deployments if d["name"] == name)
+        return next(d["id"] for d in self.query("/deployments/filter", {}) if d["name"] == name)
 
     def runs_of(self, deployment: str) -> list[dict]:
         body = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}, "sort": "EXPECTED_START_TIME_DESC"}
-        return httpx.post(f"{self.api}/flow_runs/filter", json=body).json()
+        return self.query("/flow_runs/filter", body)
 
     def wait_for_run(self, deployment: str, after: set[str], timeout: float = 300) -> dict:
         """The first run of `deployment` not in `after`, once it reached a final state."""
