@@ -12,6 +12,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows/train.py` from anywhere
 
+# SciPy before Prefect and MLflow: when skops (the model format) is first imported, it looks up each of SciPy's
+# ufuncs in every loaded module, in import order. Loaded this early, SciPy is found near the front of that scan.
+import scipy.special  # noqa: F401
+
+# isort: split
 from prefect import flow
 from pydantic import BaseModel, Field
 

@@ -6,7 +6,6 @@ import dataclasses
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -272,24 +271,12 @@ def sweep(
     n_jobs: int,
     timeout_s: float | None,
 ) -> optuna.Study:
-    import_in_background("skops.io")  # needed to log the model; ~1 s to import cold (it pulls in pytest)
     study = create_study(study_name, optuna_storage, config.seed, config)
     ran = run_trials(study, config, train, n_jobs=n_jobs, timeout=timeout_s, logger=get_run_logger())
     get_run_logger().info(
         "sweep %s: this process ran %d trials; best %.4f with %s", study_name, ran, study.best_value, study.best_params
     )
     return study
-
-
-def import_in_background(*modules: str) -> None:
-    """Import what a later step needs while this one computes: trials leave the second core mostly idle, and
-    a first run in a fresh process would otherwise pay the import on the critical path."""
-    import importlib
-    import threading
-
-    missing = [name for name in modules if name not in sys.modules]
-    if missing:
-        threading.Thread(target=lambda: [importlib.import_module(m) for m in missing], daemon=True).start()
 
 
 @step(**IO_RETRIES)
