@@ -55,7 +55,7 @@ def register_model(workdir: Path) -> tuple[list[dict], object]:
 
     from tasks import data, registry, schemas, training
     from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-    from tasks.features import feature_spec
+    from tasks.features import feature_spec, model_input
     from tasks.modeling import fit
     from tasks.settings import get_settings
 
@@ -71,7 +71,7 @@ def register_model(workdir: Path) -> tuple[list[dict], object]:
         "hgb_max_leaf_nodes": 31,
         "hgb_l2_regularization": 1.0,
     }
-    model = fit(train[spec.columns], train[TARGET], spec, params, "binary", seed=0)
+    model = fit(model_input(train, spec), train[TARGET], spec, params, "binary", seed=0)
     run = client.create_run(client.get_experiment_by_name(settings.experiment_name).experiment_id)
     candidate = training.Candidate(model, params, {"primary": 0.8})
     meta = {

@@ -30,7 +30,7 @@ def bare_sweep(trials: int, rows: int, folds: int, seed: int) -> tuple[float, di
 
     from tasks import data, schemas
     from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-    from tasks.features import feature_spec
+    from tasks.features import feature_spec, model_input
     from tasks.modeling import suggest_params
     from tasks.sweep import SweepConfig, cross_validate
 
@@ -59,7 +59,7 @@ def bare_sweep(trials: int, rows: int, folds: int, seed: int) -> tuple[float, di
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
-    features, target = train[list(spec.columns)], train[TARGET]
+    features, target = model_input(train, spec), train[TARGET]
     study.optimize(lambda t: cross_validate(t, features, target, config, suggest_params(t)), n_trials=trials)
     return time.perf_counter() - started, study.best_params
 

@@ -21,7 +21,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from tasks.features import FeatureSpec
+from tasks.features import FeatureSpec, model_input
 from tasks.modeling import TaskType, fit, params_from_trial, primary_score, suggest_params
 from tasks.settings import redact_url
 
@@ -94,7 +94,7 @@ def run_trials(
 ) -> int:
     """Run trials until the study holds `config.n_trials` finished trials (across every worker).
     Returns how many trials this call ran."""
-    features = frame[list(config.spec.columns)]
+    features = model_input(frame, config.spec)
     target = frame[config.target]
     worker = f"{socket.gethostname()}-{os.getpid()}"
     before = len(study.get_trials(deepcopy=False))

@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline
 
 from tasks import data, evaluate, events, registry, reports, schemas, storage
 from tasks.demo_data import make_churn_data
-from tasks.features import FeatureSpec
+from tasks.features import FeatureSpec, model_input
 from tasks.modeling import SKOPS_TRUSTED_TYPES, TaskType, fit, params_from_trial
 from tasks.settings import PROJECT_ROOT, Settings, redact_url
 from tasks.sweep import SweepConfig, create_study, load_study, run_trials
@@ -320,8 +320,8 @@ def fit_and_evaluate(
     """Refit the best configuration on all training rows with the sweep's own fit(); score it on held-out rows."""
     params = params_from_trial(study.best_params)
     spec = config.spec
-    model = fit(train[spec.columns], train[config.target], spec, params, config.task_type, config.seed)
-    x_test, y_test = test[spec.columns], test[config.target]
+    model = fit(model_input(train, spec), train[config.target], spec, params, config.task_type, config.seed)
+    x_test, y_test = model_input(test, spec), test[config.target]
     scores = evaluate.metrics(model, x_test, y_test, config.task_type)
     importance = evaluate.feature_importance(model, x_test, y_test, config.task_type, config.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -357,7 +357,7 @@ def log_and_register(
     metadata: dict[str, Any],
 ) -> str:
     """Log the whole pipeline (preprocessing inside) in the safe skops format, with its schema, and register it."""
-    example = train[spec.columns].head(5)
+    example = model_input(train.head(5), spec)
     with warnings.catch_warnings():  # "integer columns cannot hold missing values": the schema forbids them
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
         signature = infer_signature(example, candidate.model.predict(example))
@@ -397,7 +397,7 @@ def champion_metrics(
     if champion is None:
         return None, None
     model = mlflow.sklearn.load_model(f"models:/{settings.model_name}/{champion.version}")
-    x_test, y_test = test[list(config.spec.columns)], test[config.target]
+    x_test, y_test = model_input(test, config.spec), test[config.target]
     try:
         return str(champion.version), evaluate.metrics(model, x_test, y_test, config.task_type)
     except (KeyError, ValueError) as err:
