@@ -230,13 +230,20 @@ def running_pid(stack: StackSettings, service: Service) -> int | None:
     if Path("/proc/self").exists():  # Linux: tell a live service from a zombie or a reused pid
         try:
             exited = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
-            reused = recorded["argv0"] not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            reused = is_other_program(Path(f"/proc/{pid}/cmdline").read_bytes(), recorded["argv0"])
         except FileNotFoundError:
             exited, reused = True, False
         if exited or reused:
             path.unlink(missing_ok=True)
             return None
     return pid
+
+
+def is_other_program(cmdline: bytes, argv0: str) -> bool:
+    """Whether /proc/<pid>/cmdline shows a program other than the one we started. An empty one is not
+    evidence: a process that has just been started can still be inside exec, its arguments not yet mapped,
+    and reading it there once made `make up` report a starting worker as exited (and lose track of it)."""
+    return bool(cmdline) and argv0 not in cmdline.decode(errors="replace")
 
 
 def started_with(stack: StackSettings, service: Service) -> list[str] | None:
