@@ -8,7 +8,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -358,9 +357,7 @@ def log_and_register(
 ) -> str:
     """Log the whole pipeline (preprocessing inside) in the safe skops format, with its schema, and register it."""
     example = model_input(train.head(5), spec)
-    with warnings.catch_warnings():  # "integer columns cannot hold missing values": the schema forbids them
-        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
-        signature = infer_signature(example, candidate.model.predict(example))
+    signature = infer_signature(example, candidate.model.predict(example))
     with tempfile.TemporaryDirectory() as tmp:
         schema_file = Path(tmp) / "schema.json"
         schema_file.write_text(schemas.schema_to_json(schema))
