@@ -64,6 +64,27 @@ def bare_sweep(trials: int, rows: int, folds: int, seed: int) -> tuple[float, di
     return time.perf_counter() - started, study.best_params
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU used so far by this process (every thread) and by its live child processes (Prefect's temporary
+    server). On a noisy machine CPU moves less than wall time. Reads Linux's /proc; NaN for children elsewhere."""
+    try:
+        tick, stats = os.sysconf("SC_CLK_TCK"), {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:  # exited while we looked
+                    continue
+                stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    except (AttributeError, OSError):
+        return time.process_time(), float("nan")
+    children, frontier = 0.0, {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (parent, _) in stats.items() if parent in frontier}
+        children += sum(stats[pid][1] for pid in frontier)
+    return time.process_time(), children
+
+
 def task_seconds(flow_run_id, name: str) -> float:
     """How long one task of a finished flow run took, as Prefect recorded it."""
     from prefect import get_client
@@ -94,6 +115,7 @@ def main() -> None:
     (workdir / "storage").mkdir()
 
     bare_times, flow_times, sweep_task_times, same = [], [], [], True
+    bare_cpu, flow_cpu, server_cpu = [], [], []
 
     from prefect import flow
 
@@ -115,7 +137,9 @@ def main() -> None:
     mlflow_store_s = time.perf_counter() - started
 
     for _ in range(args.repeat):  # alternate, so drift in machine load hits both sides alike
+        own, children = cpu_seconds()
         bare_s, bare_best = bare_sweep(args.trials, args.rows, args.folds, args.seed)
+        own_after_bare, _ = cpu_seconds()
         started = time.perf_counter()
         with shell_run():
             state = train(
@@ -123,6 +147,10 @@ def main() -> None:
                 return_state=True,
             )
         flow_times.append(time.perf_counter() - started)
+        own_after_flow, children_after = cpu_seconds()
+        bare_cpu.append(own_after_bare - own)
+        flow_cpu.append(own_after_flow - own_after_bare + children_after - children)  # the server's, all pair
+        server_cpu.append(children_after - children)
         bare_times.append(bare_s)
         sweep_task_times.append(task_seconds(state.state_details.flow_run_id, "sweep"))
         same = same and state.result().best_params == bare_best
@@ -145,6 +173,11 @@ def main() -> None:
     print(
         f"  of (a), the sweep task alone         {sweep_s:8.1f} s  ({sweep_s / bare_s:.2f}x bare; median of "
         f"{[round(t, 1) for t in sweep_task_times]}: nested MLflow runs, progress logs, Prefect task)"
+    )
+    bare_c, flow_c = statistics.median(bare_cpu), statistics.median(flow_cpu)
+    print(
+        f"  CPU, bare / flow (medians)           {bare_c:5.1f} / {flow_c:.1f} s = {flow_c / bare_c:.2f}x  (flow: this "
+        f"process plus Prefect's server process, {statistics.median(server_cpu):.1f} s; sklearn uses both cores)"
     )
     print(f"  first flow run of the process        {flow_times[0]:8.1f} s  (first use of pandera, skops...)")
     print(f"  Prefect one-off start (apart)        {prefect_start_s:8.1f} s")
