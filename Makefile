@@ -9,6 +9,7 @@ export PREFECT_HOME ?= $(CURDIR)/.storage/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export MLFLOW_DISABLE_TELEMETRY ?= true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false  # no progress bars in the logs when a model is loaded
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -253,11 +254,16 @@ def start_run(
             OWNER_PID_TAG: str(os.getpid()),
         },
     )
-    dataset = mlflow.data.from_pandas(
-        frame, source=redact_url(version.uri), targets=target, name=version.dataset, digest=version.digest
-    )
-    with mlflow.start_run(run_id=run.info.run_id):
-        mlflow.log_input(dataset, context="training")
+    with warnings.catch_warnings():
+        # Both are about other uses of MLflow: the integer-column hint concerns model signatures (a dataset
+        # record holds no missing-value contract), and a local path matches two equivalent source types.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        warnings.filterwarnings("ignore", message="The specified dataset source can be", category=UserWarning)
+        dataset = mlflow.data.from_pandas(
+            frame, source=redact_url(version.uri), targets=target, name=version.dataset, digest=version.digest
+        )
+        with mlflow.start_run(run_id=run.info.run_id):
+            mlflow.log_input(dataset, context="training")  # infers the dataset's schema here
     return run.info.run_id
 
 
