@@ -50,7 +50,12 @@ class ServeConfig(BaseModel):
     sticky_header: str = Field("x-entity-key", description="Header whose value keeps a caller on one variant.")
     poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check whether an alias moved.")
     max_batch_size: int = Field(64, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="How long a batch waits for more requests. 0: none; a batch takes the requests that queued "
+        "while the previous model call ran, so a lone request is not held back and a busy replica still batches.",
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_records: int = Field(10_000, ge=1, description="More records in one request get 413.")
     api_token_env: str = Field("CHURNOPS_API_TOKEN", description="When this variable is set, /predict needs it.")
@@ -236,7 +241,7 @@ class ChurnService:
             }
         )
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def predict_batch(self, items: list[tuple[Any, Columns]]) -> list[Scored]:
         """Many requests, one model call per version in the batch (two only while a swap or A/B is on).
 

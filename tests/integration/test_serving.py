@@ -154,6 +154,47 @@ def test_predictions_match_the_model_loaded_directly(served):
     assert one["predictions"][0]["probabilities"]["1"] == pytest.approx(expected[0], abs=1e-9)
 
 
+def batch_sizes(metrics_url: str) -> tuple[float, float]:
+    """(model calls, model calls that served a single request) from Ray Serve's own batch-size histogram."""
+    calls = singles = 0.0
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("ray_serve_actual_batch_size") and 'function_name="predict_batch"' in line:
+            if line.startswith("ray_serve_actual_batch_size_count"):
+                calls += float(line.rsplit(" ", 1)[1])
+            elif 'le="1.0"' in line:
+                singles += float(line.rsplit(" ", 1)[1])
+    return calls, singles
+
+
+def test_concurrent_single_row_requests_share_model_calls(served):
+    """Dynamic batching with no batch wait: requests that queue while a model call runs form the next batch."""
+    import asyncio
+
+    import ray
+
+    metrics_url = f"http://127.0.0.1:{ray._private.worker.global_worker.node.metrics_export_port}/metrics"
+    calls, singles = batch_sizes(metrics_url)  # requests so far were sequential: every call served one
+    payloads = [records(1, seed=seed) for seed in range(64)]
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as http:
+            responses = await asyncio.gather(
+                *(http.post(f"{served['url']}/predict", json=payload, headers=HEADERS) for payload in payloads)
+            )
+        return [response.status_code for response in responses]
+
+    for _ in range(3):
+        assert set(asyncio.run(burst())) == {200}
+    deadline = time.time() + 60  # Ray reports replica metrics every few seconds
+    while time.time() < deadline:
+        now_calls, now_singles = batch_sizes(metrics_url)
+        if now_calls - now_singles > calls - singles:
+            break
+        time.sleep(1)
+    assert now_calls - now_singles > calls - singles, "no model call served more than one request"
+    assert now_calls - calls < 3 * len(payloads), "192 concurrent requests took 192 model calls"
+
+
 @pytest.mark.parametrize(
     ("body", "status", "phrase"),
     [
