@@ -9,7 +9,8 @@ export PREFECT_HOME ?= $(CURDIR)/.storage/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export MLFLOW_DISABLE_TELEMETRY ?= true
-export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false  # no progress bars in the logs when a model is loaded
+# No download progress bars in the logs when a model is loaded. (No comment after a value: make keeps the spaces.)
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help
