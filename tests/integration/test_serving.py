@@ -59,6 +59,12 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
         client = registry.connect(settings)
         client.set_registered_model_alias(settings.model_name, "challenger", second.model_version)
 
+        args = {
+            "poll_interval_s": 0.5,
+            "api_token_env": "CHURNOPS_SERVING_TEST_TOKEN",
+            "max_body_bytes": 50_000,
+            "max_records": 100,
+        }
         port = free_port()
         # 4 logical CPUs on 2 cores: the apps of these tests side by side, each replica asking for a fraction
         ray.init(
@@ -70,25 +76,19 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
             log_to_driver=False,
         )
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(
-            build_app(
-                {
-                    "poll_interval_s": 0.5,
-                    "api_token_env": "CHURNOPS_SERVING_TEST_TOKEN",
-                    "max_body_bytes": 50_000,
-                    "max_records": 100,
-                }
-            ),
-            name="churn",
-            route_prefix="/",
-        )
+        serve.run(build_app(args), name="churn", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120
         while httpx.get(f"{url}/ready").status_code != 200:
             assert time.time() < deadline, "the app never became ready"
             time.sleep(0.5)
         try:
-            yield {"url": url, "settings": settings, "versions": (first.model_version, second.model_version)}
+            yield {
+                "url": url,
+                "settings": settings,
+                "versions": (first.model_version, second.model_version),
+                "args": args,
+            }
             serve.delete("churn")
         finally:
             serve.shutdown()
@@ -521,3 +521,61 @@ def test_no_client_input_gets_a_5xx(served):
                 assert response.json()["error"], response.text[:300]
 
         check()
+
+
+def replica_actors() -> set[str]:
+    """The live replica actors of the app (Ray names them SERVE_REPLICA::<app>#<deployment>#<id>)."""
+    import ray
+
+    return {
+        actor["name"]
+        for actor in ray.util.list_named_actors(all_namespaces=True)
+        if actor["name"].startswith("SERVE_REPLICA::churn#")
+    }
+
+
+def test_replicas_replaced_by_a_redeploy_under_load_fail_no_request(served):
+    """New replica options replace every replica: the old ones drain behind HAProxy while the new ones take over.
+    Last in this module: the app keeps running with the new options."""
+    from ray import serve
+
+    from serving.app import ChurnService, ServeConfig
+
+    url = served["url"]
+    answered: list[int] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def hammer(seed: int) -> None:
+        with httpx.Client(timeout=30) as http:
+            payload = records(2, seed=seed)
+            while not stop.is_set():
+                try:
+                    response = http.post(f"{url}/predict", json=payload, headers=HEADERS)
+                except httpx.TransportError as err:
+                    failures.append(f"{type(err).__name__}: {err}")
+                    continue
+                if response.status_code == 200:
+                    answered.append(1)
+                else:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
+
+    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    before = replica_actors()
+    try:
+        time.sleep(2)
+        options = {"num_cpus": 0.4}  # the decorator asks for 0.5: a changed option replaces the replica
+        app = ChurnService.options(ray_actor_options=options).bind(ServeConfig(**served["args"]).model_dump())
+        serve.run(app, name="churn", route_prefix="/")  # returns once the old replica has drained and stopped
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+    after = replica_actors()
+    assert before and after and not before & after, f"replicas not replaced: {before} -> {after}"
+    assert not failures, failures[:5]
+    assert len(answered) > 50
