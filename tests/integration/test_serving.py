@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -235,40 +236,54 @@ def test_token_is_required_when_configured(served):
     assert httpx.post(f"{served['url']}/predict", json=batch, headers=wrong).status_code == 401
 
 
-def test_hot_swap_under_load_fails_no_request(served):
-    url, settings = served["url"], served["settings"]
-    v1, v2 = served["versions"]
-    client = registry.connect(settings)
-    # (sent, answered, version): six threads append in no particular order, so order by the clock
+@contextmanager
+def steady_load(url: str, threads: int, rows: int) -> Iterator[tuple[list[tuple[float, float, str]], list[str]]]:
+    """Clients posting `rows`-record requests back to back until the block ends. Yields (answers, failures):
+    answers are (sent, answered, model version), appended in no particular order (sort them by the clock);
+    failures are non-200 answers and transport errors, so a client thread never dies unnoticed."""
     answers: list[tuple[float, float, str]] = []
     failures: list[str] = []
     stop = threading.Event()
 
-    def hammer(seed: int) -> None:
+    def post_until_stopped(seed: int) -> None:
         with httpx.Client(timeout=30) as http:
-            payload = records(3, seed=seed)
+            payload = records(rows, seed=seed)
             while not stop.is_set():
                 sent = time.monotonic()
-                response = http.post(f"{url}/predict", json=payload, headers=HEADERS)
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code}: {response.text[:200]}")
-                else:
+                try:
+                    response = http.post(f"{url}/predict", json=payload, headers=HEADERS)
+                except httpx.TransportError as err:
+                    failures.append(f"{type(err).__name__}: {err}")
+                    continue
+                if response.status_code == 200:
                     answers.append((sent, time.monotonic(), response.json()["model_version"]))
+                else:
+                    failures.append(f"{response.status_code}: {response.text[:200]}")
 
-    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(6)]
-    for thread in threads:
-        thread.start()
+    clients = [threading.Thread(target=post_until_stopped, args=(seed,)) for seed in range(threads)]
+    for client in clients:
+        client.start()
     try:
-        time.sleep(2)
-        registry.set_champion(client, settings.model_name, v2, "promote", "test", "hot swap under load")
-        deadline = time.time() + 60
-        while v2 not in [version for *_, version in answers[-20:]] and time.time() < deadline:
-            time.sleep(0.2)
-        time.sleep(1)
+        yield answers, failures
     finally:
         stop.set()
-        for thread in threads:
-            thread.join()
+        for client in clients:
+            client.join()
+
+
+def test_hot_swap_under_load_fails_no_request(served):
+    url, settings = served["url"], served["settings"]
+    v1, v2 = served["versions"]
+    client = registry.connect(settings)
+    try:
+        with steady_load(url, threads=6, rows=3) as (answers, failures):
+            time.sleep(2)
+            registry.set_champion(client, settings.model_name, v2, "promote", "test", "hot swap under load")
+            deadline = time.time() + 60
+            while v2 not in [version for *_, version in answers[-20:]] and time.time() < deadline:
+                time.sleep(0.2)
+            time.sleep(1)
+    finally:
         registry.set_champion(client, settings.model_name, v1, "rollback", "test", "restore for other tests")
         deadline = time.time() + 60
         while httpx.get(f"{url}/ready").json()["version"] != v1 and time.time() < deadline:
@@ -541,41 +556,15 @@ def test_replicas_replaced_by_a_redeploy_under_load_fail_no_request(served):
 
     from serving.app import ChurnService, ServeConfig
 
-    url = served["url"]
-    answered: list[int] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def hammer(seed: int) -> None:
-        with httpx.Client(timeout=30) as http:
-            payload = records(2, seed=seed)
-            while not stop.is_set():
-                try:
-                    response = http.post(f"{url}/predict", json=payload, headers=HEADERS)
-                except httpx.TransportError as err:
-                    failures.append(f"{type(err).__name__}: {err}")
-                    continue
-                if response.status_code == 200:
-                    answered.append(1)
-                else:
-                    failures.append(f"{response.status_code}: {response.text[:200]}")
-
-    threads = [threading.Thread(target=hammer, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
     before = replica_actors()
-    try:
+    with steady_load(served["url"], threads=4, rows=2) as (answers, failures):
         time.sleep(2)
         options = {"num_cpus": 0.4}  # the decorator asks for 0.5: a changed option replaces the replica
         app = ChurnService.options(ray_actor_options=options).bind(ServeConfig(**served["args"]).model_dump())
         serve.run(app, name="churn", route_prefix="/")  # returns once the old replica has drained and stopped
         time.sleep(1)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
 
     after = replica_actors()
     assert before and after and not before & after, f"replicas not replaced: {before} -> {after}"
     assert not failures, failures[:5]
-    assert len(answered) > 50
+    assert len(answers) > 50
