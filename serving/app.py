@@ -241,7 +241,10 @@ class ChurnService:
             }
         )
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    @serve.batch(  # ServeConfig's defaults; __init__ sets the configured values
+        max_batch_size=ServeConfig.model_fields["max_batch_size"].default,
+        batch_wait_timeout_s=ServeConfig.model_fields["batch_wait_timeout_s"].default,
+    )
     async def predict_batch(self, items: list[tuple[Any, Columns]]) -> list[Scored]:
         """Many requests, one model call per version in the batch (two only while a swap or A/B is on).
 
