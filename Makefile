@@ -14,7 +14,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint format serve demo monitor up down stack-status deploy worker mlflow-ui prefect-ui bench clean
+.PHONY: help setup run test test-fast lint format serve demo monitor up down stack-status deploy worker mlflow-ui prefect-ui bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,23 +28,28 @@ $(VENV)/.installed: pyproject.toml
 	mkdir -p $(PREFECT_HOME)
 	touch $@
 
-run: setup ## train the demo churn model end to end: python flows/train.py
+run: setup ## train the demo model end to end: python flows/train.py
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python flows/train.py
 
-test: setup lint ## lint, then run every test (unit and integration)
+test: setup lint ## lint, the fast tier, then the integration tier (real Prefect, MLflow, Ray Serve, S3, the stack)
 	mkdir -p $(PREFECT_HOME)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m integration
 
-lint: setup ## ruff lint and format check
+test-fast: setup lint ## lint and the unit tests only: no servers, about two minutes
+	$(BIN)/python -m pytest -m "not integration"
+
+lint: setup ## ruff lint and format check, and the import direction (import-linter contracts in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-serve: setup ## serve models:/churn@champion on a local Ray: http://127.0.0.1:8000 (docs at /docs)
+serve: setup ## serve the demo model's @champion on a local Ray: http://127.0.0.1:8000 (docs at /docs)
 	$(BIN)/python -m serving.ray_env $(BIN)/serve run serving/config.yaml
 
 demo: setup ## the loop: serve, drifted traffic, monitor, retrain subflow, gate, hot swap
@@ -67,8 +72,8 @@ stack-status: setup ## which services of the local stack are up
 deploy: setup ## work pool, prefect.yaml deployments and automations on the server at PREFECT_API_URL
 	$(BIN)/python deployments/apply.py
 
-worker: setup ## run a process worker for the churnops-process pool (PREFECT_API_URL must be set)
-	$(BIN)/prefect worker start --pool churnops-process
+worker: setup ## run a process worker for the tabloop-process pool (PREFECT_API_URL must be set)
+	$(BIN)/prefect worker start --pool tabloop-process
 
 mlflow-ui: setup ## browse runs, models and artifacts at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.storage/mlflow.db --host 127.0.0.1 --port 5000

@@ -47,15 +47,15 @@ def measure(kind: str, rows: int) -> dict:
     reference, current = tables(rows)
     started = time.perf_counter()
     if kind == "ours":
-        from tasks.drift import run_report
-        from tasks.features import FeatureSpec
+        from tasks.model.features import FeatureSpec
+        from tasks.monitoring.drift import run_report
 
         drifted = run_report(reference, current, FeatureSpec(tuple(NUMERIC), tuple(CATEGORICAL)), 0.3).drifted_columns
     elif kind == "bare":
         from evidently import DataDefinition, Dataset, Report
         from evidently.presets import DataDriftPreset
 
-        from tasks.drift import read_verdicts
+        from tasks.monitoring.drift import read_verdicts
 
         definition = DataDefinition(numerical_columns=NUMERIC, categorical_columns=CATEGORICAL)
         snapshot = Report([DataDriftPreset(drift_share=0.3)], include_tests=True).run(

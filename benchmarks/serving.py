@@ -39,9 +39,9 @@ def throwaway_store(prefix: str) -> Path:
     """A temporary storage folder and SQLite MLflow store for model `bench`, set in the environment."""
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     os.environ.update(
-        CHURNOPS_STORAGE_URL=str(workdir / "storage"),
-        CHURNOPS_MODEL_NAME="bench",
-        CHURNOPS_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        TABLOOP_STORAGE_URL=str(workdir / "storage"),
+        TABLOOP_MODEL_NAME="bench",
+        TABLOOP_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
         MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
         MLFLOW_DISABLE_TELEMETRY="true",
     )
@@ -53,17 +53,20 @@ def register_model(workdir: Path) -> tuple[list[dict], object]:
     """Fit and register one model; return request records and the fitted pipeline."""
     import mlflow
 
-    from tasks import data, registry, schemas, training
-    from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-    from tasks.features import feature_spec, model_input
-    from tasks.modeling import fit
+    from tasks import demo
+    from tasks.model import contract, schemas
+    from tasks.model.families import fit
+    from tasks.model.features import feature_spec, model_input
     from tasks.settings import get_settings
+    from tasks.steps.train import Candidate, log_and_register
+    from tasks.store import data, registry
 
     settings = get_settings()
-    client = registry.connect(settings)
-    frame = schemas.validate(make_churn_data(n_rows=5000), schemas.demo_schema(), "demo")
-    train, test = data.split(frame, 0.2, [ID_COLUMN])
-    spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
+    client = registry.connect(settings, settings.model_name)
+    schema, target = demo.schema(), demo.TARGET
+    frame = schemas.validate(demo.generate(n_rows=5000), schema, "demo")
+    train, test = data.split(frame, 0.2, [demo.ID_COLUMN])
+    spec = feature_spec(schema, target, exclude=(demo.ID_COLUMN, demo.TIMESTAMP_COLUMN))
     params = {
         "family": "hist_gradient_boosting",
         "hgb_learning_rate": 0.1,
@@ -71,22 +74,20 @@ def register_model(workdir: Path) -> tuple[list[dict], object]:
         "hgb_max_leaf_nodes": 31,
         "hgb_l2_regularization": 1.0,
     }
-    model = fit(model_input(train, spec), train[TARGET], spec, params, "binary", seed=0)
-    run = client.create_run(client.get_experiment_by_name(settings.experiment_name).experiment_id)
-    candidate = training.Candidate(model, params, {"primary": 0.8})
-    meta = {
-        "data_digest": "bench",
-        "data_uri": "",
-        "target": TARGET,
-        "task_type": "binary",
-        "id_columns": [ID_COLUMN],
-        "timestamp_column": TIMESTAMP_COLUMN,
-        "numeric": list(spec.numeric),
-        "categorical": list(spec.categorical),
-    }
-    version = training.log_and_register.fn(
-        run.info.run_id, candidate, spec, schemas.demo_schema(), train, settings, meta
+    model = fit(model_input(train, spec), train[target], spec, params, "binary", seed=0)
+    run = client.create_run(client.get_experiment_by_name(settings.model_name).experiment_id)
+    what = contract.build(
+        task_type="binary",
+        target=target,
+        classes=[0, 1],
+        spec=spec,
+        schema=schema,
+        data=contract.DataLineage(dataset="bench", digest="bench", uri=""),
+        id_columns=[demo.ID_COLUMN],
+        timestamp_column=demo.TIMESTAMP_COLUMN,
     )
+    candidate = Candidate(model, params, {"primary": 0.8})
+    version = log_and_register.fn(run.info.run_id, settings.model_name, candidate, what, train)
     client.set_registered_model_alias(settings.model_name, "champion", version)
     mlflow.set_tracking_uri(settings.tracking_uri)
     records = json.loads(test[spec.columns].to_json(orient="records"))
@@ -256,7 +257,7 @@ def main() -> None:
         args.client = "wrk" if shutil.which("wrk") else "asyncio"
     print(f"load generator: {args.client}")
 
-    workdir = throwaway_store("churnops-serve-bench-")
+    workdir = throwaway_store("tabloop-serve-bench-")
     records, model = register_model(workdir)
 
     import pandas as pd

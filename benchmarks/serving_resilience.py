@@ -137,9 +137,9 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.8, help="share of the measured peak to send")
     args = parser.parse_args()
 
-    workdir = throwaway_store("churnops-resilience-")
-    from tasks import registry
+    workdir = throwaway_store("tabloop-resilience-")
     from tasks.settings import get_settings
+    from tasks.store import registry
 
     records, _ = register_model(workdir)
     register_model(workdir)  # v2: same data, the alias-move target
@@ -151,14 +151,14 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serving.app import ChurnService, ServeConfig
+    from serving.app import ModelService, ServeConfig
     from serving.ray_env import use_in_this_process
 
     use_in_this_process()  # HAProxy and direct ingress, as `make serve` runs it
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = ChurnService.options(num_replicas=args.replicas, ray_actor_options={"num_cpus": 0.5}).bind(
+    app = ModelService.options(num_replicas=args.replicas, ray_actor_options={"num_cpus": 0.5}).bind(
         ServeConfig(poll_interval_s=1).model_dump()
     )
     serve.run(app, name="bench", route_prefix="/")

@@ -28,15 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def bare_sweep(trials: int, rows: int, folds: int, seed: int) -> tuple[float, dict]:
     import optuna
 
-    from tasks import data, schemas
-    from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-    from tasks.features import feature_spec, model_input
-    from tasks.modeling import suggest_params
-    from tasks.sweep import SweepConfig, cross_validate
+    from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
+    from tasks.demo import schema as demo_schema
+    from tasks.model import schemas
+    from tasks.model.families import suggest_params
+    from tasks.model.features import feature_spec, model_input
+    from tasks.model.sweep import SweepConfig, cross_validate
+    from tasks.store import data
 
-    frame = schemas.validate(make_churn_data(n_rows=rows, seed=42), schemas.demo_schema(), "demo")
+    frame = schemas.validate(generate(n_rows=rows, seed=42), demo_schema(), "demo")
     train, _ = data.split(frame, 0.2, [ID_COLUMN])
-    spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
+    spec = feature_spec(demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
     config = SweepConfig(
         task_type="binary",
         target=TARGET,
@@ -105,10 +107,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="alternate bare and flow runs; report medians")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="churnops-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="tabloop-bench-"))
     os.environ.update(
-        CHURNOPS_STORAGE_URL=str(workdir / "storage"),
-        CHURNOPS_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
+        TABLOOP_STORAGE_URL=str(workdir / "storage"),
+        TABLOOP_MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         MLFLOW_DISABLE_TELEMETRY="true",
     )
@@ -128,12 +130,14 @@ def main() -> None:
     prefect_start_s = time.perf_counter() - started
 
     from flows.train import TrainParams, train
-    from tasks import registry
-    from tasks.runtime import shell_run
+    from tasks import demo
+    from tasks.ops.shell import shell_run
     from tasks.settings import get_settings
+    from tasks.store import registry
 
     started = time.perf_counter()
-    registry.connect(get_settings())  # creates the SQLite MLflow store: once per store, like Prefect's start
+    settings = get_settings()  # the MLflow store is created once per store, like Prefect's start
+    registry.connect(settings, demo.model_name(configured=settings.model_name))
     mlflow_store_s = time.perf_counter() - started
 
     for _ in range(args.repeat):  # alternate, so drift in machine load hits both sides alike

@@ -42,8 +42,8 @@ from deployments import stack as local_stack  # noqa: E402
 
 
 def start_stack(state: Path) -> tuple[local_stack.StackSettings, dict[str, str]]:
-    ports = {f"CHURNOPS_STACK_{n}_PORT": str(free_port()) for n in ("S3", "PREFECT", "MLFLOW")}
-    os.environ.update(ports, CHURNOPS_STACK_STATE_DIR=str(state), CHURNOPS_STACK_SERVE="false")
+    ports = {f"TABLOOP_STACK_{n}_PORT": str(free_port()) for n in ("S3", "PREFECT", "MLFLOW")}
+    os.environ.update(ports, TABLOOP_STACK_STATE_DIR=str(state), TABLOOP_STACK_SERVE="false")
     settings = local_stack.StackSettings()
     env = {**os.environ, **local_stack.client_env(settings)}
     by_name = {s.name: s for s in local_stack.services(settings)}
@@ -73,7 +73,7 @@ def train(env: dict[str, str], trials: int, seed: int = 42) -> subprocess.Popen[
 def trial_runs(env: dict[str, str]) -> int:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(env["CHURNOPS_MLFLOW_TRACKING_URI"])
+    client = MlflowClient(env["TABLOOP_MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("churn")
     if experiment is None:
         return 0
@@ -99,7 +99,7 @@ def last_error(output: str) -> str:
 def registry_state(env: dict[str, str]) -> tuple[int, str | None]:
     from mlflow.tracking import MlflowClient
 
-    uri = env["CHURNOPS_MLFLOW_TRACKING_URI"]
+    uri = env["TABLOOP_MLFLOW_TRACKING_URI"]
     client = MlflowClient(uri, uri)
     versions = client.search_model_versions("name = 'churn'")
     try:
@@ -164,7 +164,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--s3-delay", type=float, default=0.2, help="seconds added to each S3 chunk, each way")
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="churnops-train-faults-"))
+    state = Path(tempfile.mkdtemp(prefix="tabloop-train-faults-"))
     settings, env = start_stack(state)
     mlflow = service(settings, "mlflow")
     run: subprocess.Popen[str] | None = None
@@ -225,7 +225,7 @@ def main() -> None:
         # s3-slow: the same small run at full speed, then with every S3 exchange delayed
         code, fast_s, _ = timed_run(env, seed=6)
         proxy = SlowProxy(settings.s3_port, args.s3_delay)
-        slow_env = {**env, "CHURNOPS_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
+        slow_env = {**env, "TABLOOP_S3_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}"}
         slow_code, slow_s, out = timed_run(slow_env, seed=7)
         print(
             f"s3-slow:      +{args.s3_delay * 1000:.0f} ms per chunk each way: exit {slow_code} in {slow_s:.0f} s "
@@ -251,7 +251,7 @@ def main() -> None:
         silent.listen(64)
         held: list[object] = []
         threading.Thread(target=lambda: [held.append(silent.accept()) for _ in iter(int, 1)], daemon=True).start()
-        stalled_env = {**env, "CHURNOPS_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        stalled_env = {**env, "TABLOOP_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"}
         code, took_s, out = timed_run(stalled_env, seed=5)
         after = registry_state(env)
         print(

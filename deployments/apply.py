@@ -17,12 +17,12 @@ sys.path.insert(0, str(ROOT))
 
 from deployments.automations import apply_automations  # noqa: E402
 
-WORK_POOL = "churnops-process"
+WORK_POOL = "tabloop-process"
 
 
 def prefect(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).parent / "prefect"), "--no-prompt", *args]
-    env = {**os.environ, "CHURNOPS_PROJECT_DIR": os.environ.get("CHURNOPS_PROJECT_DIR", str(ROOT))}
+    env = {**os.environ, "TABLOOP_PROJECT_DIR": os.environ.get("TABLOOP_PROJECT_DIR", str(ROOT))}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=check)
 
 

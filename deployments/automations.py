@@ -1,8 +1,8 @@
 """The automations that are not deployment triggers, created or updated by `deployments/apply.py`.
 
-- alert-on-failure: any flow run of a `churnops`-tagged deployment that fails or crashes runs `alert/alert-on-failure`
-  (flows/alert.py: stored under <storage>/alerts/, POSTed to CHURNOPS_ALERT_WEBHOOK_URL when set).
-- smoke-test-on-promotion: every `churnops.model.promoted` event runs `smoke-test/smoke-test-on-promotion`
+- alert-on-failure: any flow run of a `tabloop`-tagged deployment that fails or crashes runs `alert/alert-on-failure`
+  (flows/alert.py: stored under <storage>/alerts/, POSTed to TABLOOP_ALERT_WEBHOOK_URL when set).
+- smoke-test-on-promotion: every `tabloop.model.promoted` event runs `smoke-test/smoke-test-on-promotion`
   (flows/smoke_test.py: the model API must serve the new version correctly, or it is rolled back).
 """
 
@@ -15,18 +15,18 @@ from prefect.automations import Automation
 from prefect.events.actions import RunDeployment
 from prefect.events.schemas.automations import EventTrigger, Posture
 
-from tasks import events
+from tasks.ops import events
 
 # Every business deployment in prefect.yaml carries this tag; the alert deployment does not (no alert loops).
-ALERT_TAG = "churnops"
+ALERT_TAG = "tabloop"
 ALERT_DEPLOYMENT = "alert/alert-on-failure"
 SMOKE_DEPLOYMENT = "smoke-test/smoke-test-on-promotion"
 
 
 def alert_on_failure(alert_deployment_id: UUID) -> Automation:
     return _reacting(
-        "churnops-alert-on-failure",
-        "A churnops flow run failed or crashed: store the alert and notify the webhook.",
+        "tabloop-alert-on-failure",
+        "A tabloop flow run failed or crashed: store the alert and notify the webhook.",
         EventTrigger(
             expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"},
             match={"prefect.resource.id": "prefect.flow-run.*"},
@@ -43,11 +43,11 @@ def alert_on_failure(alert_deployment_id: UUID) -> Automation:
 
 def smoke_test_on_promotion(smoke_deployment_id: UUID) -> Automation:
     return _reacting(
-        "churnops-smoke-test-on-promotion",
+        "tabloop-smoke-test-on-promotion",
         "A version became @champion: check the model API serves it correctly, or roll it back.",
         EventTrigger(
             expect={events.MODEL_PROMOTED},
-            match={"prefect.resource.id": "churnops.model.*"},
+            match={"prefect.resource.id": "tabloop.model.*"},
             posture=Posture.Reactive,
             threshold=1,
             within=timedelta(0),

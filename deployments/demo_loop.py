@@ -33,14 +33,15 @@ def main(rows: int = 1200, drift: float = 0.8) -> None:
     from flows.train import TrainParams, train
     from serving.app import build_app
     from serving.ray_env import use_in_this_process
-    from tasks import registry, storage
-    from tasks.demo_data import TARGET, TIMESTAMP_COLUMN, make_churn_data
-    from tasks.policy import MonitorPolicy
+    from tasks import demo
+    from tasks.monitoring.policy import MonitorPolicy
     from tasks.settings import get_settings
+    from tasks.store import registry, storage
 
     settings = get_settings()
     client = registry.connect(settings)
-    if registry.current_champion(client, settings.model_name) is None:
+    name = demo.model_name(configured=settings.model_name)
+    if registry.current_champion(client, name) is None:
         print("no champion yet: training one on the demo data")
         train(TrainParams(n_trials=10))
     started = datetime.now(UTC)
@@ -50,21 +51,21 @@ def main(rows: int = 1200, drift: float = 0.8) -> None:
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"poll_interval_s": 1, "log_flush_s": 1}), name="churn", route_prefix="/")
+    serve.run(build_app({"model_name": name, "poll_interval_s": 1, "log_flush_s": 1}), name="tabloop", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     while httpx.get(f"{url}/ready").status_code != 200:
         time.sleep(0.5)
     before = httpx.get(f"{url}/ready").json()["version"]
 
     try:
-        print(f"2/4 sending {rows} drifted customers (drift={drift}) to {url}/predict")
-        frame = make_churn_data(n_rows=rows, seed=int(time.time()) % 10_000, drift=drift)
-        records = json.loads(frame.drop(columns=[TARGET, TIMESTAMP_COLUMN]).to_json(orient="records"))
+        print(f"2/4 sending {rows} drifted records (drift={drift}) to {url}/predict")
+        frame = demo.generate(n_rows=rows, seed=int(time.time()) % 10_000, drift=drift)
+        records = json.loads(frame.drop(columns=[demo.TARGET, demo.TIMESTAMP_COLUMN]).to_json(orient="records"))
         with httpx.Client(timeout=30) as http:
             for i in range(0, rows, 20):
                 http.post(f"{url}/predict", json=records[i : i + 20]).raise_for_status()
         labels_uri = storage.join(settings.storage_url, "demo", f"labels-{started:%Y%m%dT%H%M%S}.parquet")
-        storage.write_bytes(labels_uri, frame[["customer_id", TARGET]].to_parquet(index=False), settings)
+        storage.write_bytes(labels_uri, frame[[demo.ID_COLUMN, demo.TARGET]].to_parquet(index=False), settings)
         time.sleep(3)  # let the replicas flush their prediction logs
 
         print("3/4 monitoring: drift report, live metrics from the late labels, the retrain decision")
@@ -72,7 +73,8 @@ def main(rows: int = 1200, drift: float = 0.8) -> None:
             MonitorParams(
                 since=started,
                 labels_uri=labels_uri,
-                label_key="customer_id",
+                model_name=name,
+                label_key=demo.ID_COLUMN,
                 policy=MonitorPolicy(cooldown_hours=0, max_retrains_per_day=100),
             )
         )

@@ -5,15 +5,15 @@
     python deployments/stack.py status    # make stack-status
     eval "$(python deployments/stack.py env)"   # point this shell (flows, CLIs) at the stack
 
-What `up` starts (logs and pid files under .storage/stack/, or CHURNOPS_STACK_STATE_DIR):
-  s3       moto in server mode, the S3 API behind bucket `churnops` (in memory: its contents go at `down`)
+What `up` starts (logs and pid files under .storage/stack/, or TABLOOP_STACK_STATE_DIR):
+  s3       moto in server mode, the S3 API behind bucket `tabloop` (in memory: its contents go at `down`)
   prefect  a Prefect server; SQLite, or PostgreSQL when PREFECT_SERVER_DATABASE_CONNECTION_URL is set
-  mlflow   an MLflow tracking server: registry in SQLite (or CHURNOPS_STACK_MLFLOW_BACKEND_URI),
-           artifacts proxied into s3://churnops/mlartifacts
-  ray      a Ray head node running the Ray Serve app of serving/config.yaml (CHURNOPS_STACK_SERVE=false: none)
-  worker   a process worker on the churnops-process pool
+  mlflow   an MLflow tracking server: registry in SQLite (or TABLOOP_STACK_MLFLOW_BACKEND_URI),
+           artifacts proxied into s3://tabloop/mlartifacts
+  ray      a Ray head node running the Ray Serve app of serving/config.yaml (TABLOOP_STACK_SERVE=false: none)
+  worker   a process worker on the tabloop-process pool
 and then applies prefect.yaml and the automations (deployments/apply.py). Every process gets the same
-CHURNOPS_* settings, so data snapshots, reports, prediction logs and alerts live in s3://churnops/storage.
+TABLOOP_* settings, so data snapshots, reports, prediction logs and alerts live in s3://tabloop/storage.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from serving.ray_env import ray_serve_env  # noqa: E402
 class StackSettings(BaseSettings):
     """Where the local stack keeps its state and which loopback ports it uses."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_STACK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TABLOOP_STACK_", extra="ignore")
 
     state_dir: Path = ROOT / ".storage" / "stack"
     host: str = "127.0.0.1"
@@ -57,11 +57,11 @@ class StackSettings(BaseSettings):
     prefect_port: int = 4200
     mlflow_port: int = 5000
     serve_port: int = 8000
-    ray_port: int = 6379
+    ray_port: int = 6390  # not Ray's default 6379: Redis commonly holds that port
     ray_dashboard_port: int = 8265
     ray_agent_port: int = 52365
     ray_client_port: int = 10001
-    bucket: str = "churnops"
+    bucket: str = "tabloop"
     serve: bool = True
     mlflow_backend_uri: str | None = None
     start_timeout_s: float = 180
@@ -95,10 +95,10 @@ def client_env(stack: StackSettings) -> dict[str, str]:
     """What a process needs to work against the stack: the same for the worker, Ray and your shell."""
     return {
         "PREFECT_API_URL": stack.prefect_api_url,
-        "CHURNOPS_STORAGE_URL": f"s3://{stack.bucket}/storage",
-        "CHURNOPS_S3_ENDPOINT_URL": stack.s3_url,
-        "CHURNOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
-        "CHURNOPS_SERVING_URL": stack.serve_url,
+        "TABLOOP_STORAGE_URL": f"s3://{stack.bucket}/storage",
+        "TABLOOP_S3_ENDPOINT_URL": stack.s3_url,
+        "TABLOOP_MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "TABLOOP_SERVING_URL": stack.serve_url,
         # moto accepts any credentials; real ones from the environment win
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -200,7 +200,7 @@ def services(stack: StackSettings) -> list[Service]:
     found.append(
         Service(
             "worker",
-            [str(BIN / "prefect"), "worker", "start", "--pool", "churnops-process", "--name", "churnops-local"],
+            [str(BIN / "prefect"), "worker", "start", "--pool", "tabloop-process", "--name", "tabloop-local"],
             ready=None,
             env={"PREFECT_HOME": str(state / "prefect")},
         )

@@ -1,7 +1,7 @@
-"""Raise an alert about a failed flow run: stored under <storage>/alerts/, POSTed to CHURNOPS_ALERT_WEBHOOK_URL
-when set, and announced as `churnops.alert.raised`.
+"""Raise an alert about a failed flow run: stored under <storage>/alerts/, POSTed to TABLOOP_ALERT_WEBHOOK_URL
+when set, and announced as `tabloop.alert.raised`.
 
-The `alert-on-failure` automation (deployments/automations.py) runs this for every churnops flow run that
+The `alert-on-failure` automation (deployments/automations.py) runs this for every tabloop flow run that
 fails or crashes. By hand:  python flows/alert.py <flow-run-id>
 """
 
@@ -15,8 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow, task
 from prefect.settings import PREFECT_UI_URL
 
-from tasks import alerts, events
-from tasks.runtime import shell_run
+from tasks.ops import alerts, events
+from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
 
 

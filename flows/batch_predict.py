@@ -16,14 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from tasks import batch, data, prediction_log, registry, storage
-from tasks.runtime import shell_run
+from tasks import demo
+from tasks.ops.shell import shell_run
+from tasks.runtime import batch
+from tasks.runtime.loaded import load_version, resolve_alias
 from tasks.settings import get_settings
+from tasks.store import data, prediction_log, registry, storage
 
 
 class BatchParams(BaseModel):
     input_uri: str = Field(description="A CSV/Parquet file or a folder/prefix of them (local or s3://).")
     output_uri: str | None = Field(None, description="Where part-NNNNN.parquet files go; default in storage.")
+    model_name: str | None = Field(None, description="Registered model; default TABLOOP_MODEL_NAME, else the demo's.")
     alias: str = "champion"
     chunk_rows: int = Field(100_000, ge=1, description="Rows held in memory at once.")
     log_predictions: bool = True
@@ -38,12 +42,11 @@ class BatchResult(BaseModel):
 
 @flow(name="batch-predict", log_prints=True)
 def batch_predict(params: BatchParams) -> BatchResult:
-    from serving.predictor import load_version, resolve_alias
-
     settings = get_settings()
+    name = demo.model_name(params.model_name, settings.model_name)
     client = registry.connect(settings)
-    version = resolve_alias(client, settings.model_name, params.alias)
-    model = load_version(settings, settings.model_name, version, params.alias)
+    version = resolve_alias(client, name, params.alias)
+    model = load_version(settings, name, version, params.alias)
     run_id = f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     output = params.output_uri or storage.join(settings.storage_url, "batch_predictions", run_id)
     rows = part = 0
@@ -64,11 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("input_uri")
     parser.add_argument("--output", default=None)
     parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--model", help="registered model; default TABLOOP_MODEL_NAME, else the demo's")
     args = parser.parse_args(argv)
+    params = BatchParams(
+        input_uri=args.input_uri, output_uri=args.output, chunk_rows=args.chunk_rows, model_name=args.model
+    )
     with shell_run():
-        result = batch_predict(
-            BatchParams(input_uri=args.input_uri, output_uri=args.output, chunk_rows=args.chunk_rows)
-        )
+        result = batch_predict(params)
     print(f"scored {result.rows} rows with v{result.model_version} into {result.output_uri} ({result.parts} parts)")
 
 

@@ -17,13 +17,18 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.train import TrainParams, train
-from tasks import drift, events, monitoring, registry
-from tasks.policy import MonitorPolicy, decide
-from tasks.runtime import shell_run
+from tasks import demo
+from tasks.monitoring import drift
+from tasks.monitoring.policy import MonitorPolicy, decide
+from tasks.ops import events
+from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
+from tasks.steps import monitor as steps
+from tasks.store import registry
 
 
 class MonitorParams(BaseModel):
+    model_name: str | None = Field(None, description="The model to watch; default TABLOOP_MODEL_NAME, else the demo's.")
     since: datetime | None = Field(None, description="Window start; default: where the last run stopped.")
     until: datetime | None = Field(None, description="Window end; default: now.")
     lookback_hours: float = Field(24, gt=0, description="Window when there is no earlier monitoring run.")
@@ -55,13 +60,14 @@ class MonitorResult(BaseModel):
 def monitor(params: MonitorParams | None = None) -> MonitorResult:
     params = params or MonitorParams()
     settings = get_settings()
-    client = registry.connect(settings)
-    ctx = monitoring.champion_context(client, settings)
-    state = monitoring.read_state(settings)
-    since, until = monitoring.window(state, params.since, params.until, timedelta(hours=params.lookback_hours))
+    name = demo.model_name(params.model_name, settings.model_name)
+    client = registry.connect(settings, settings.experiment_name or name)
+    ctx = steps.champion(client, name)
+    state = steps.read_state(settings)
+    since, until = steps.window(state, params.since, params.until, timedelta(hours=params.lookback_hours))
 
     # 1. what the champion served in the window, and what it was trained on
-    current = monitoring.load_current(ctx, settings, since, until)
+    current = steps.load_current(ctx, settings, since, until)
     if len(current) < params.policy.min_samples:
         reason = f"skipped: {len(current)} predictions in the window < min_samples {params.policy.min_samples}"
         print(reason)  # the window is not advanced: these predictions count again next time
@@ -73,12 +79,12 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
             retrain=False,
             reasons=[reason],
         )
-    reference = monitoring.load_reference(ctx, settings)
-    labelled = monitoring.join_labels(current, params.labels_uri, params.label_key, ctx, settings)
-    live = monitoring.live_primary(labelled, ctx)
+    reference = steps.load_reference(ctx, settings)
+    labelled = steps.join_labels(current, params.labels_uri, params.label_key, ctx, settings)
+    live = steps.live_primary(labelled, ctx)
 
     # 2. report and decide
-    result = drift.run_report(reference, current, ctx.spec, params.policy.drift_share)
+    result = drift.run_report(reference, current, ctx.contract.spec, params.policy.drift_share)
     retrains = [datetime.fromisoformat(r) for r in state.get("retrains", [])]
     decision = decide(
         samples=len(current),
@@ -89,7 +95,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         now=until,
         policy=params.policy,
     )
-    report_uri = monitoring.publish_report(client, settings, ctx, result, decision, len(current), live, since, until)
+    report_uri = steps.publish_report(client, settings, ctx, result, decision, len(current), live, since, until)
     outcome = MonitorResult(
         samples=len(current),
         drift_share=result.drift_share,
@@ -102,14 +108,15 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     retrain: TrainParams | None = None
     if outcome.retrain:
         state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
-        fresh = monitoring.fresh_training_data(reference, labelled, ctx, settings)
+        fresh = steps.fresh_training_data(reference, labelled, ctx, settings)
         retrain = TrainParams(
             data_uri=fresh,
-            dataset_name=ctx.dataset,
-            target=ctx.target,
-            task_type=ctx.task_type,
-            id_columns=ctx.id_columns,
-            timestamp_column=ctx.timestamp_column,
+            model_name=ctx.name,
+            dataset_name=ctx.contract.data.dataset,
+            target=ctx.contract.target,
+            task_type=ctx.contract.task_type,
+            id_columns=ctx.contract.id_columns,
+            timestamp_column=ctx.contract.timestamp_column,
             n_trials=params.retrain_trials,
         )
 
@@ -117,7 +124,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     # retrain-on-drift deployment (prefect.yaml) runs training; otherwise training runs here, as a subflow
     asked = retrain.model_dump(mode="json") if retrain and params.retrain_via == "event" else None
     if decision.drift_detected:
-        monitoring.emit(
+        steps.emit(
             events.DRIFT_DETECTED,
             ctx,
             asked,
@@ -127,12 +134,12 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         )
     if decision.performance_dropped:  # carries the request only when no drift event did: one retraining run
         carried = None if decision.drift_detected else asked
-        monitoring.emit(events.PERFORMANCE_DROPPED, ctx, carried, live_primary=live, champion_primary=ctx.test_primary)
+        steps.emit(events.PERFORMANCE_DROPPED, ctx, carried, live_primary=live, champion_primary=ctx.test_primary)
     if retrain is not None and params.retrain_via == "subflow":
-        monitoring.emit(events.RETRAIN_TRIGGERED, ctx, reasons=decision.reasons)
+        steps.emit(events.RETRAIN_TRIGGERED, ctx, reasons=decision.reasons)
         trained = train(retrain)
         outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
-    monitoring.write_state(settings, {**state, "last_until": until.isoformat()})
+    steps.write_state(settings, {**state, "last_until": until.isoformat()})
     return outcome
 
 

@@ -17,23 +17,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow
 
-from tasks import registry, training
-from tasks.runtime import shell_run
+from tasks import demo
+from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
+from tasks.steps.promote import move_champion
+from tasks.store import registry
 
 
 @flow(name="promote", log_prints=True)
 def promote(
-    version: str | None = None, rollback: bool = False, reason: str = "", actor: str | None = None
+    version: str | None = None,
+    rollback: bool = False,
+    reason: str = "",
+    actor: str | None = None,
+    model_name: str | None = None,
 ) -> registry.AuditEvent:
     if (version is None) == (not rollback):
         raise ValueError("give exactly one of: a version to promote, or rollback=True")
     if not reason.strip():
         raise ValueError("a reason is required: it goes into the audit trail")
     settings = get_settings()
+    name = demo.model_name(model_name, settings.model_name)
     client = registry.connect(settings)
-    event = training.move_champion(client, settings, version, rollback, reason, actor or getpass.getuser())
-    print(f"{settings.model_name}: @champion v{event.previous} -> v{event.version} ({event.action} by {event.by})")
+    event = move_champion(client, name, version, rollback, reason, actor or getpass.getuser())
+    print(f"{name}: @champion v{event.previous} -> v{event.version} ({event.action} by {event.by})")
     return event
 
 
@@ -43,9 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     target.add_argument("--version", help="model version to make @champion")
     target.add_argument("--rollback", action="store_true", help="return to the previous champion")
     parser.add_argument("--reason", required=True)
+    parser.add_argument("--model", help="registered model; default TABLOOP_MODEL_NAME, else the demo's")
     args = parser.parse_args(argv)
     with shell_run():
-        promote(version=args.version, rollback=args.rollback, reason=args.reason)
+        promote(version=args.version, rollback=args.rollback, reason=args.reason, model_name=args.model)
 
 
 if __name__ == "__main__":

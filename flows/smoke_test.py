@@ -1,7 +1,7 @@
 """Smoke-test a promoted version on the live model API; roll back when the version itself is broken.
 
 The `smoke-test-on-promotion` automation (deployments/automations.py) runs this on every
-`churnops.model.promoted` event. By hand:  python flows/smoke_test.py [--version 3] [--endpoint URL]
+`tabloop.model.promoted` event. By hand:  python flows/smoke_test.py [--version 3] [--endpoint URL]
 
 Passes when /ready names the version within `wait_s` and /predict answers the example logged with the model
 exactly as the registered model does here. An endpoint that does not answer fails the run and leaves the alias
@@ -18,20 +18,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow
 
-from tasks import events, registry, smoke, training
-from tasks.runtime import shell_run
+from tasks import demo
+from tasks.ops import events
+from tasks.ops.shell import shell_run
+from tasks.runtime import smoke
 from tasks.settings import get_settings
+from tasks.steps.promote import move_champion
+from tasks.store import registry
 
 ACTOR = "smoke-test"
 
 
 @flow(name="smoke-test", log_prints=True)
 def smoke_test(
-    version: str | None = None, endpoint: str | None = None, wait_s: float = 120, rollback_on_failure: bool = True
+    version: str | None = None,
+    endpoint: str | None = None,
+    wait_s: float = 120,
+    rollback_on_failure: bool = True,
+    model_name: str | None = None,
 ) -> str:
     settings = get_settings()
     client = registry.connect(settings)
-    name, url = settings.model_name, (endpoint or settings.serving_url).rstrip("/")
+    name, url = demo.model_name(model_name, settings.model_name), (endpoint or settings.serving_url).rstrip("/")
     champion = registry.current_champion(client, name)
     version = str(version or (champion.version if champion else ""))
     if not version:
@@ -43,7 +51,7 @@ def smoke_test(
         events.model_event(events.SMOKE_TEST_FAILED, name, version, reason=str(failure))
         current = registry.current_champion(client, name)
         if rollback_on_failure and current is not None and str(current.version) == version:
-            moved = training.move_champion(client, settings, None, True, f"smoke test failed: {failure}", ACTOR)
+            moved = move_champion(client, name, None, True, f"smoke test failed: {failure}", ACTOR)
             raise smoke.ModelFailure(f"{failure}; rolled @champion back to v{moved.version}") from failure
         raise
     events.model_event(events.SMOKE_TEST_PASSED, name, version, endpoint=url)
@@ -54,12 +62,13 @@ def smoke_test(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", help="default: the current @champion")
-    parser.add_argument("--endpoint", help="default: CHURNOPS_SERVING_URL")
+    parser.add_argument("--endpoint", help="default: TABLOOP_SERVING_URL")
     parser.add_argument("--wait-s", type=float, default=120)
     parser.add_argument("--no-rollback", action="store_true")
+    parser.add_argument("--model", help="registered model; default TABLOOP_MODEL_NAME, else the demo's")
     args = parser.parse_args(argv)
     with shell_run():
-        smoke_test(args.version, args.endpoint, args.wait_s, not args.no_rollback)
+        smoke_test(args.version, args.endpoint, args.wait_s, not args.no_rollback, args.model)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Start the train flow with a shared `optuna_storage` and a `study_name`, then on any machine that reaches
 the same storage, tracking server and data storage:
 
-    python flows/sweep.py --study-name churn-sweep --storage sqlite:///.storage/optuna.db
+    python flows/sweep.py --study-name big-sweep --storage sqlite:///.storage/optuna.db
 
 Workers stop when the study holds the train flow's `n_trials` finished trials.
 """
@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prefect import flow
 
-from tasks import registry, training
-from tasks.runtime import shell_run
+from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
+from tasks.steps import sweep as steps
+from tasks.store import registry
 
 
 @flow(name="sweep-worker", log_prints=True)
@@ -29,9 +30,9 @@ def sweep_worker(
 ) -> int:
     settings = get_settings()
     registry.connect(settings)  # the same MLflow store and retry budget as the train flow
-    study, config = training.join_study(study_name, optuna_storage, seed, settings)
-    train_rows = training.training_rows(config, settings)
-    return training.run_worker_trials(study, config, train_rows, n_jobs, timeout_s)
+    study, config = steps.join_study(study_name, optuna_storage, seed, settings)
+    train_rows = steps.training_rows(config, settings)
+    return steps.run_trials_here(study, config, train_rows, n_jobs, timeout_s)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Train: raw data -> validated, versioned snapshot -> Optuna sweep -> evaluated model -> gated @champion.
 
-Run it with no arguments for the demo churn data: `python flows/train.py`.
+Run it with no arguments for the demo data: `python flows/train.py`.
 """
 
 from __future__ import annotations
@@ -17,24 +17,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows
 import scipy.special  # noqa: F401
 
 # isort: split
+import pandas as pd
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from tasks import demo_data, registry, reports, schemas, training
-from tasks.data import split
-from tasks.features import feature_spec
-from tasks.modeling import TaskType
-from tasks.runtime import shell_run
-from tasks.settings import get_settings
-from tasks.sweep import SweepConfig
+from tasks import demo
+from tasks.model.gate import GatePolicy
+from tasks.model.metrics import TaskType
+from tasks.ops.shell import shell_run
+from tasks.settings import Settings, get_settings
+from tasks.steps import runs
+from tasks.steps import train as steps
+from tasks.steps.retries import step
+from tasks.steps.train import TrainPlan
+from tasks.store import registry
+from tasks.store.data import split
 
 
 class TrainParams(BaseModel):
-    """What to train on and how hard to search. The defaults train the demo churn model."""
+    """What to train on and how hard to search. With no data_uri: the demo data and its defaults."""
 
     data_uri: str | None = Field(None, description="CSV/Parquet path or s3:// URL; None generates demo data.")
+    model_name: str | None = Field(
+        None, description="Registered model and experiment; default TABLOOP_MODEL_NAME, else the dataset's name."
+    )
     dataset_name: str | None = Field(None, description="Name the data versions are kept under; default from the file.")
-    target: str = demo_data.TARGET
+    target: str | None = Field(None, description="The column to predict; required with data_uri.")
     task_type: TaskType = "binary"
     id_columns: list[str] | None = Field(None, description="Columns that identify rows and are never features.")
     timestamp_column: str | None = None
@@ -50,9 +58,15 @@ class TrainParams(BaseModel):
     optuna_storage: str | None = Field(
         None, description="Shared Optuna storage (sqlite:///..., postgresql://...) so sweep workers can join."
     )
-    study_name: str | None = Field(None, description="Defaults to <model>-<data digest>-<seed>.")
-    gate: registry.GatePolicy = Field(default_factory=registry.GatePolicy)
+    study_name: str | None = Field(None, description="Defaults to <model>-<data digest>-<seed>-<run>.")
+    gate: GatePolicy = Field(default_factory=GatePolicy)
     actor: str = Field(default_factory=getpass.getuser, description="Who the audit trail names.")
+
+    @model_validator(mode="after")
+    def _target_with_data(self) -> TrainParams:
+        if self.data_uri is not None and not self.target:
+            raise ValueError("target is required with data_uri: the column the model learns to predict")
+        return self
 
     @property
     def is_demo(self) -> bool:
@@ -61,6 +75,7 @@ class TrainParams(BaseModel):
 
 class TrainResult(BaseModel):
     run_id: str
+    model_name: str
     model_version: str
     promoted: bool
     reasons: list[str]
@@ -73,101 +88,44 @@ class TrainResult(BaseModel):
 def train(params: TrainParams | None = None) -> TrainResult:
     params = params or TrainParams()
     settings = get_settings()
-    client = registry.connect(settings)
-    dataset = params.dataset_name or ("churn-demo" if params.is_demo else Path(params.data_uri).stem)
-    id_columns = (
-        params.id_columns if params.id_columns is not None else ([demo_data.ID_COLUMN] if params.is_demo else [])
-    )
-    timestamp = params.timestamp_column or (demo_data.TIMESTAMP_COLUMN if params.is_demo else None)
+    plan = plan_for(params, settings)
+    client = registry.connect(settings, plan.experiment_name)
 
     # 1. load and validate: bad data stops here, before anything is trained or registered
     if params.is_demo:
-        raw, source = training.load_demo(params.demo_rows, params.demo_seed, params.demo_drift), "demo data"
-        schema = schemas.demo_schema()
+        raw, source = load_demo(params.demo_rows, params.demo_seed, params.demo_drift), demo.SOURCE
+        schema = demo.schema()
     else:
-        raw, source = training.load_file(params.data_uri, settings), params.data_uri
-        schema = training.schema_for(
-            raw,
-            source,
-            params.target,
-            params.task_type != "regression",
-            timestamp,
-            training.stored_schema(settings, dataset),
-        )
-    accepted = training.validate(raw, schema, source, params.target, params.task_type, params.cv_folds)
+        raw, source = steps.load_file(params.data_uri, settings), params.data_uri
+        schema = steps.dataset_schema(raw, source, plan, settings)
+    accepted = steps.validate(raw, schema, source, plan)
 
-    # 2. version the accepted data by content hash
-    version = training.snapshot(accepted, dataset, schema, settings)
-    train_rows, test_rows = split(accepted, params.test_size, id_columns)
-    spec = feature_spec(schema, params.target, exclude=(*id_columns, *([timestamp] if timestamp else [])))
-    commit = training.git_commit()
-    training.close_abandoned(client, settings)
-    run_id = training.start_run(
-        client, settings, version, accepted, params.target, params.task_type, commit, f"train-{version.digest[:8]}"
-    )
+    # 2. version the accepted data by content hash; hold out rows by their key; what the model will be
+    version = steps.snapshot(accepted, plan.dataset, schema, settings)
+    train_rows, test_rows = split(accepted, plan.test_size, list(plan.id_columns))
+    contract = steps.contract_for(plan, schema, accepted, version)
 
-    with training.run_status(client, run_id):
-        # 3. sweep: every trial a nested run under this one
-        config = SweepConfig(
-            task_type=params.task_type,
-            target=params.target,
-            numeric=spec.numeric,
-            categorical=spec.categorical,
-            seed=params.seed,
-            cv_folds=params.cv_folds,
-            n_trials=params.n_trials,
-            parent_run_id=run_id,
-            experiment_id=client.get_run(run_id).info.experiment_id,
-            tracking_uri=settings.tracking_uri,
-            data_uri=version.uri,
-            test_size=params.test_size,
-            split_keys=tuple(id_columns),
-        )
-        study_name = params.study_name or f"{settings.model_name}-{version.digest}-{params.seed}-{run_id[:8]}"
-        study = training.sweep(config, train_rows, study_name, params.optuna_storage, params.n_jobs, params.timeout_s)
+    # 3. the parent run, after settling what a killed run left behind
+    runs.close_abandoned(client, plan.model_name, plan.experiment_name)
+    run_id = runs.start_run(client, plan.experiment_name, contract, accepted, runs.git_commit())
+    with runs.run_status(client, run_id):
+        # 4. sweep, every trial a nested run under this one; refit the best and evaluate it on held-out rows
+        config = plan.sweep_config(contract, run_id, client.get_run(run_id).info.experiment_id, settings.tracking_uri)
+        study = steps.sweep(config, train_rows, plan)
+        candidate = steps.fit_and_evaluate(client, run_id, study, contract, plan.seed, train_rows, test_rows)
 
-        # 4. refit the best, evaluate on held-out rows, log with its preprocessing and schema, register
-        candidate = training.fit_and_evaluate(client, run_id, study, config, train_rows, test_rows)
-        model_version = training.log_and_register(
-            run_id,
-            candidate,
-            spec,
-            schema,
-            train_rows,
-            settings,
-            metadata={
-                "data_digest": version.digest,
-                "data_uri": version.uri,
-                "target": params.target,
-                "task_type": params.task_type,
-                "id_columns": id_columns,
-                "timestamp_column": timestamp,
-                "numeric": list(spec.numeric),
-                "categorical": list(spec.categorical),
-            },
-        )
+        # 5. register with its contract; gate against the champion on the same held-out rows
+        model_version = steps.log_and_register(run_id, plan.model_name, candidate, contract, train_rows)
+        decision = steps.gate(client, settings, plan.model_name, candidate, test_rows, params.gate)
 
-        # 5. gate against the champion on the same held-out rows; the alias moves last, or not at all
-        champion = training.champion_metrics(client, settings, config, test_rows)
-        decision = registry.decide(candidate.metrics, champion[1], champion[0], params.gate)
-        card = reports.model_card(
-            model_name=settings.model_name,
-            version=model_version,
-            task_type=params.task_type,
-            target=params.target,
-            data=version,
-            features=spec.columns,
-            metrics=candidate.metrics,
-            params=candidate.params,
-            git_commit=commit,
-            decision=decision,
-        )
-        training.publish_decision(client, settings, model_version, decision, candidate.metrics, card, run_id)
+        # 6. publish why (model card, tags, artifact); the alias moves last, or not at all
+        steps.publish_decision(client, plan.model_name, model_version, decision, candidate, contract, run_id)
         if decision.promote:
-            training.promote(client, settings, model_version, decision, params.actor)
-        training.announce(settings, model_version, decision)
+            steps.promote(client, plan.model_name, model_version, decision, params.actor)
+        steps.announce(plan.model_name, model_version, decision)
     return TrainResult(
         run_id=run_id,
+        model_name=plan.model_name,
         model_version=model_version,
         promoted=decision.promote,
         reasons=decision.reasons,
@@ -177,8 +135,43 @@ def train(params: TrainParams | None = None) -> TrainResult:
     )
 
 
+def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
+    """The parameters resolved: names, columns and the demo's defaults where no data was given."""
+    if params.is_demo:
+        dataset = params.dataset_name or demo.DATASET
+        model_name = demo.model_name(params.model_name, settings.model_name)
+        target, id_columns = params.target or demo.TARGET, [demo.ID_COLUMN]
+        timestamp = params.timestamp_column or demo.TIMESTAMP_COLUMN
+    else:
+        dataset = params.dataset_name or Path(params.data_uri.split("?")[0]).stem
+        model_name = params.model_name or settings.model_name or dataset
+        target, id_columns, timestamp = params.target, [], params.timestamp_column
+    return TrainPlan(
+        model_name=model_name,
+        experiment_name=settings.experiment_name or model_name,
+        dataset=dataset,
+        target=target,
+        task_type=params.task_type,
+        id_columns=tuple(params.id_columns if params.id_columns is not None else id_columns),
+        timestamp_column=timestamp,
+        n_trials=params.n_trials,
+        cv_folds=params.cv_folds,
+        test_size=params.test_size,
+        seed=params.seed,
+        n_jobs=params.n_jobs,
+        timeout_s=params.timeout_s,
+        optuna_storage=params.optuna_storage,
+        study_name=params.study_name,
+    )
+
+
+@step
+def load_demo(rows: int, seed: int, drift: float) -> pd.DataFrame:
+    return demo.generate(n_rows=rows, seed=seed, drift=drift)
+
+
 if __name__ == "__main__":
     with shell_run():
         result = train()
     verdict = "promoted to @champion" if result.promoted else "not promoted"
-    print(f"model v{result.model_version} {verdict}: {'; '.join(result.reasons)}")
+    print(f"{result.model_name} v{result.model_version} {verdict}: {'; '.join(result.reasons)}")

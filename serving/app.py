@@ -30,15 +30,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from ray import serve
 
-from serving.predictor import Scored, predict_grouped
 from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
-from serving.validation import Columns, RequestValidationError
+from tasks.runtime.loaded import Scored, predict_grouped
+from tasks.runtime.validation import Columns, RequestValidationError
 
 
 class ServeConfig(BaseModel):
     """Application arguments (the `args:` block of serving/config.yaml)."""
 
-    model_name: str | None = Field(None, description="Registered model; default CHURNOPS_MODEL_NAME.")
+    model_name: str | None = Field(None, description="Registered model; default TABLOOP_MODEL_NAME, else the demo's.")
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     mode: Mode = Field(
@@ -58,15 +58,15 @@ class ServeConfig(BaseModel):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_records: int = Field(10_000, ge=1, description="More records in one request get 413.")
-    api_token_env: str = Field("CHURNOPS_API_TOKEN", description="When this variable is set, /predict needs it.")
+    api_token_env: str = Field("TABLOOP_API_TOKEN", description="When this variable is set, /predict needs it.")
     log_predictions: bool = True
     log_flush_s: float = Field(2.0, gt=0, description="How often buffered predictions are written to storage.")
     log_max_rows: int = Field(200_000, ge=1, description="Buffer bound while storage is unreachable.")
-    settings: dict[str, Any] = Field(default_factory=dict, description="Overrides of CHURNOPS_* settings.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Overrides of TABLOOP_* settings.")
 
 
 api = FastAPI(
-    title="churnops model API",
+    title="tabloop model API",
     description="Predictions from the registered @champion, validated against its training schema.",
 )
 
@@ -81,7 +81,6 @@ RECORDS_BODY = {
                         {"type": "object"},
                     ]
                 },
-                "example": [{"tenure_months": 12, "contract": "month-to-month"}],
             }
         },
     }
@@ -116,18 +115,19 @@ def _error(status: int, message: str, request_id: str, **extra: Any) -> JSONResp
     return AsciiJSONResponse({"error": message, "request_id": request_id, **extra}, status_code=status)
 
 
-@serve.deployment(name="churn", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
+@serve.deployment(name="model", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 @serve.ingress(api)
-class ChurnService:
+class ModelService:
     def __init__(self, config: dict[str, Any]) -> None:
         from ray.serve import metrics
 
-        from serving.predictor import AliasSlot
+        from tasks import demo
+        from tasks.runtime.loaded import AliasSlot
         from tasks.settings import get_settings
 
         self.config = ServeConfig(**config)
         settings = get_settings(**self.config.settings)
-        name = self.config.model_name or settings.model_name
+        name = demo.model_name(self.config.model_name, settings.model_name)
         poll = self.config.poll_interval_s
         self.slots = {"champion": AliasSlot(settings, name, self.config.champion_alias, poll)}
         if self.config.mode != "champion":
@@ -142,17 +142,17 @@ class ChurnService:
         self.predict_batch.set_max_batch_size(self.config.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.requests = metrics.Counter(
-            "churnops_requests",
+            "tabloop_requests",
             description="Prediction requests by model version, variant and outcome.",
             tag_keys=("model_version", "variant", "outcome"),
         )
         self.records = metrics.Counter(
-            "churnops_predicted_records",
+            "tabloop_predicted_records",
             description="Records scored, by model version and variant.",
             tag_keys=("model_version", "variant"),
         )
         self.latency = metrics.Histogram(
-            "churnops_predict_latency_ms",
+            "tabloop_predict_latency_ms",
             description="Time from request parsed to predictions ready.",
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
             tag_keys=("variant",),
@@ -256,7 +256,7 @@ class ChurnService:
     def _variant(self, request: Request, records: list[Any], request_id: str) -> str:
         if self.config.mode != "ab" or self.slots["challenger"].current is None:
             return "champion"  # no challenger loaded: the champion answers everything
-        id_columns = self.slots["champion"].current.metadata.get("id_columns") or []
+        id_columns = self.slots["champion"].current.contract.id_columns
         key = sticky_key(request.headers.get(self.config.sticky_header), records, id_columns, request_id)
         return choose_variant("ab", key, self.config.challenger_weight)
 
@@ -306,7 +306,7 @@ class ChurnService:
 
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Application builder for `serve run`/`serve deploy`: args come from the config file."""
-    return ChurnService.bind(ServeConfig(**args).model_dump())
+    return ModelService.bind(ServeConfig(**args).model_dump())
 
 
 CONFIG_FILE = Path(__file__).with_name("config.yaml")
@@ -323,4 +323,4 @@ def app_from_config(path: Path = CONFIG_FILE, **args: Any) -> serve.Application:
     autoscaling, resources), with `args` overriding the file's: to run the shipped setup from Python."""
     application = shipped_config(path)
     options = {key: value for key, value in application["deployments"][0].items() if key != "name"}
-    return ChurnService.options(**options).bind(ServeConfig(**{**application.get("args", {}), **args}).model_dump())
+    return ModelService.options(**options).bind(ServeConfig(**{**application.get("args", {}), **args}).model_dump())

@@ -28,7 +28,7 @@ RAY_SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response junk-response",
     # HAProxy's own per-request metrics (serve_haproxy_*) are one log line per request, parsed by a Python actor:
     # 4% of a 2-core machine at 600 requests/s, taken from the replicas. The replicas count and time every
-    # request themselves (churnops_*, ray_serve_*). Set it to 1 to have them anyway.
+    # request themselves (tabloop_*, ray_serve_*). Set it to 1 to have them anyway.
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     # Ray's default of 4 HAProxy threads on a 2-core machine only queue for the cores the replicas need; one
     # thread forwards thousands of requests a second. Raise it on a big ingress node.

@@ -7,8 +7,8 @@ import logging
 import threading
 from typing import Any, Literal
 
-from tasks import prediction_log
 from tasks.settings import Settings
+from tasks.store import prediction_log
 
 Mode = Literal["champion", "ab", "shadow"]
 log = logging.getLogger("ray.serve")

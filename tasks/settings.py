@@ -1,4 +1,4 @@
-"""Where things live. One typed object, read from `CHURNOPS_*` environment variables when asked for."""
+"""Where things live. One typed object, read from `TABLOOP_*` environment variables when asked for."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     """Storage, tracking and naming for every flow. Defaults run on one laptop with nothing installed."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNOPS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TABLOOP_", extra="ignore")
 
     storage_url: str = Field(
         default=str(PROJECT_ROOT / ".storage"),
@@ -40,8 +40,12 @@ class Settings(BaseSettings):
     mlflow_artifact_location: str | None = Field(
         default=None, description="Artifact root for new experiments; None means <storage_url>/mlartifacts."
     )
-    model_name: str = "churn"
-    experiment_name: str = "churn"
+    model_name: str | None = Field(
+        default=None,
+        description="The model flows and the server work on when none is named; None: the dataset's name "
+        "(the demo's model for the demo).",
+    )
+    experiment_name: str | None = Field(default=None, description="MLflow experiment; None: the model's name.")
     mlflow_http_max_retries: int = Field(
         default=4,
         ge=0,

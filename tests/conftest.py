@@ -31,18 +31,18 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     storage = tmp_path / "storage"
     storage.mkdir()
-    monkeypatch.setenv("CHURNOPS_STORAGE_URL", str(storage))
-    monkeypatch.setenv("CHURNOPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("CHURNOPS_MODEL_NAME", "churn-test")
-    monkeypatch.setenv("CHURNOPS_EXPERIMENT_NAME", "churn-test")
+    monkeypatch.setenv("TABLOOP_STORAGE_URL", str(storage))
+    monkeypatch.setenv("TABLOOP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("TABLOOP_MODEL_NAME", "churn-test")
+    monkeypatch.setenv("TABLOOP_EXPERIMENT_NAME", "churn-test")
     return get_settings()
 
 
 @pytest.fixture
 def client(settings):
-    from tasks import registry
+    from tasks.store import registry
 
-    return registry.connect(settings)
+    return registry.connect(settings, settings.experiment_name)
 
 
 @pytest.fixture(scope="session")
@@ -61,13 +61,13 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def demo_sweep_config(settings, client):
     """Builds a SweepConfig for the demo data under a fresh parent run in this test's MLflow store."""
-    from tasks import schemas
-    from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN
-    from tasks.features import feature_spec
-    from tasks.sweep import SweepConfig
+    from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN
+    from tasks.demo import schema as demo_schema
+    from tasks.model.features import feature_spec
+    from tasks.model.sweep import SweepConfig
 
     def build(n_trials: int, seed: int = 11, data_uri: str = "unused"):
-        spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
+        spec = feature_spec(demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
         experiment = client.get_experiment_by_name(settings.experiment_name)
         parent = client.create_run(experiment.experiment_id, run_name="parent")
         return SweepConfig(

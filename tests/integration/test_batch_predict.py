@@ -8,8 +8,9 @@ import pytest
 
 from flows.batch_predict import BatchParams, batch_predict
 from flows.train import TrainParams, train
-from tasks import prediction_log, schemas
-from tasks.demo_data import TARGET, make_churn_data
+from tasks.demo import TARGET, generate
+from tasks.model import schemas
+from tasks.store import prediction_log
 
 pytestmark = pytest.mark.integration
 
@@ -18,8 +19,8 @@ def test_scores_a_folder_in_chunks_and_logs_every_row(prefect_server, settings, 
     champion = train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    first = make_churn_data(n_rows=1500, seed=40).drop(columns=[TARGET])
-    second = make_churn_data(n_rows=700, seed=41).drop(columns=[TARGET])
+    first = generate(n_rows=1500, seed=40).drop(columns=[TARGET])
+    second = generate(n_rows=700, seed=41).drop(columns=[TARGET])
     first.to_parquet(inbox / "a.parquet", index=False)
     second.to_csv(inbox / "b.csv", index=False)
 
@@ -37,7 +38,7 @@ def test_scores_a_folder_in_chunks_and_logs_every_row(prefect_server, settings, 
 
 def test_a_bad_chunk_stops_with_the_rows_and_problem(prefect_server, settings, tmp_path):
     train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
-    frame = make_churn_data(n_rows=900, seed=42).drop(columns=[TARGET])
+    frame = generate(n_rows=900, seed=42).drop(columns=[TARGET])
     frame.loc[650, "contract"] = "lifetime"
     frame.to_parquet(tmp_path / "in.parquet", index=False)
     with pytest.raises(schemas.DataValidationError, match=r"(?s)rows 500-899.*'lifetime'"):

@@ -13,10 +13,11 @@ import pytest
 
 from flows.monitor import MonitorParams, monitor
 from flows.train import TrainParams, train
-from serving.predictor import load_version
-from tasks import prediction_log, registry
-from tasks.demo_data import TARGET, TIMESTAMP_COLUMN, make_churn_data
-from tasks.policy import MonitorPolicy
+from tasks.demo import TARGET, TIMESTAMP_COLUMN, generate
+from tasks.monitoring.policy import MonitorPolicy
+from tasks.runtime.loaded import load_version
+from tasks.steps import monitor as monitor_steps
+from tasks.store import prediction_log, registry
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
@@ -31,7 +32,7 @@ def champion(prefect_server, settings, client):
 
 def serve_traffic(settings, n: int, drift: float, seed: int, at: datetime) -> pd.DataFrame:
     """Score demo rows with the champion and log them the way the serving app does; return the true labels."""
-    frame = make_churn_data(n_rows=n, seed=seed, drift=drift)
+    frame = generate(n_rows=n, seed=seed, drift=drift)
     version = str(registry.current_champion(registry.connect(settings), settings.model_name).version)
     model = load_version(settings, settings.model_name, version, "champion")
     records = json.loads(frame.drop(columns=[TARGET, TIMESTAMP_COLUMN]).to_json(orient="records"))
@@ -47,9 +48,9 @@ def serve_traffic(settings, n: int, drift: float, seed: int, at: datetime) -> pd
 
 
 def model_events(api_url: str, model_name: str) -> set[str]:
-    body = {"filter": {"event": {"prefix": ["churnops."]}}, "limit": 50}
+    body = {"filter": {"event": {"prefix": ["tabloop."]}}, "limit": 50}
     events = httpx.post(f"{api_url}/events/filter", json=body).json()["events"]
-    return {e["event"] for e in events if e["resource"]["prefect.resource.id"] == f"churnops.model.{model_name}"}
+    return {e["event"] for e in events if e["resource"]["prefect.resource.id"] == f"tabloop.model.{model_name}"}
 
 
 def window(**policy) -> MonitorParams:
@@ -86,10 +87,10 @@ def test_drift_runs_the_training_subflow_and_emits_events(champion, settings, cl
     assert "gate.status" in client.get_model_version(settings.model_name, "2").tags
     retrain_rows = pd.read_parquet(next((settings.local_state_dir / "monitoring" / "retrain").glob("*.parquet")))
     assert len(retrain_rows) == 800 + 600, "the reference plus the recent labelled rows"
-    expected = {"churnops.drift.detected", "churnops.retrain.triggered"}
+    expected = {"tabloop.drift.detected", "tabloop.retrain.triggered"}
     names: set[str] = set()
     deadline = time.time() + 30
-    while not (expected <= names and names & {"churnops.model.promoted", "churnops.model.rejected"}):
+    while not (expected <= names and names & {"tabloop.model.promoted", "tabloop.model.rejected"}):
         assert time.time() < deadline, f"events seen: {names}"
         time.sleep(1)  # events reach the server asynchronously
         names = model_events(prefect_server, settings.model_name)
@@ -115,15 +116,15 @@ def test_retrain_via_event_hands_training_to_the_deployment(champion, settings, 
     assert [v.version for v in client.search_model_versions(f"name = '{settings.model_name}'")] == [1]
 
     body = {
-        "filter": {"event": {"name": ["churnops.drift.detected"]}, "occurred": {"since": started.isoformat()}},
+        "filter": {"event": {"name": ["tabloop.drift.detected"]}, "occurred": {"since": started.isoformat()}},
         "limit": 10,
     }
     deadline = time.time() + 30
     while not (found := httpx.post(f"{prefect_server}/events/filter", json=body).json()["events"]):
         assert time.time() < deadline, "no drift event reached the server"
         time.sleep(1)
-    (event,) = [e for e in found if e["resource"]["prefect.resource.id"] == f"churnops.model.{settings.model_name}"]
-    assert event["resource"]["churnops.retrain"] == "requested"  # what the retrain-on-drift trigger matches
+    (event,) = [e for e in found if e["resource"]["prefect.resource.id"] == f"tabloop.model.{settings.model_name}"]
+    assert event["resource"]["tabloop.retrain"] == "requested"  # what the retrain-on-drift trigger matches
     asked = TrainParams.model_validate(event["payload"]["retrain_params"])  # what the deployment will receive
     assert asked.n_trials == 3 and asked.target == TARGET
     assert pd.read_parquet(asked.data_uri).shape[0] == 800, "the reference (no labels came in this window)"
@@ -146,9 +147,8 @@ def test_too_few_samples_and_an_empty_log_skip_with_a_reason(champion, settings)
     serve_traffic(settings, 50, drift=1.0, seed=105, at=NOW)
     few = monitor(window())
     assert not few.retrain and "50 predictions in the window < min_samples 200" in few.reasons[0]
-    from tasks import monitoring
 
-    assert monitoring.read_state.fn(settings)["last_until"] is None, "a skipped window is read again next time"
+    assert monitor_steps.read_state.fn(settings)["last_until"] is None, "a skipped window is read again next time"
 
 
 def test_missing_reference_is_a_clear_error(champion, settings):

@@ -100,7 +100,7 @@ class Stack:
     def mlflow(self):
         from mlflow.tracking import MlflowClient
 
-        uri = self.env["CHURNOPS_MLFLOW_TRACKING_URI"]
+        uri = self.env["TABLOOP_MLFLOW_TRACKING_URI"]
         return MlflowClient(uri, uri)
 
 
@@ -126,17 +126,17 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         for name in ("S3", "PREFECT", "MLFLOW", "SERVE", "RAY", "RAY_DASHBOARD", "RAY_AGENT", "RAY_CLIENT")
     }
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CHURNOPS_", "PREFECT_API_URL"))},
-        "CHURNOPS_STACK_STATE_DIR": str(state),
-        **{f"CHURNOPS_STACK_{name}_PORT": str(port) for name, port in ports.items()},
-        "CHURNOPS_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/hook",
-        "CHURNOPS_PROJECT_DIR": str(ROOT),
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TABLOOP_", "PREFECT_API_URL"))},
+        "TABLOOP_STACK_STATE_DIR": str(state),
+        **{f"TABLOOP_STACK_{name}_PORT": str(port) for name, port in ports.items()},
+        "TABLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/hook",
+        "TABLOOP_PROJECT_DIR": str(ROOT),
     }
     printed = subprocess.run(
         [sys.executable, "deployments/stack.py", "env"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout
     env.update(re.findall(r"^export (\w+)=(.*)$", printed, re.MULTILINE))
-    handle = Stack(env, env["PREFECT_API_URL"], env["CHURNOPS_SERVING_URL"], env["CHURNOPS_S3_ENDPOINT_URL"], state)
+    handle = Stack(env, env["PREFECT_API_URL"], env["TABLOOP_SERVING_URL"], env["TABLOOP_S3_ENDPOINT_URL"], state)
     try:
         handle.stack("up")
         yield handle
@@ -171,37 +171,44 @@ def test_training_deployment_promotes_then_the_smoke_test_passes_on_the_live_api
     assert httpx.get(f"{stack.serve_url}/metadata").json()["model_version"] == str(champion.version)
 
     # everything that is not a database lives in the bucket: model artifacts, data snapshots, prediction logs
-    assert any(k.endswith("MLmodel") for k in stack.s3_keys("churnops/mlartifacts"))
-    assert any("/datasets/churn-demo/" in k and k.endswith(".parquet") for k in stack.s3_keys("churnops/storage"))
+    assert any(k.endswith("MLmodel") for k in stack.s3_keys("tabloop/mlartifacts"))
+    assert any("/datasets/churn-demo/" in k and k.endswith(".parquet") for k in stack.s3_keys("tabloop/storage"))
     deadline = time.time() + 30
-    while not stack.s3_keys("churnops/storage/predictions"):  # the smoke test's requests, flushed every 2 s
+    while not stack.s3_keys("tabloop/storage/predictions"):  # the smoke test's requests, flushed every 2 s
         assert time.time() < deadline, "no prediction log in S3"
         time.sleep(1)
 
 
 def test_new_data_event_runs_the_retraining_deployment(stack, tmp_path):
-    from tasks.demo_data import make_churn_data
+    from tasks.demo import generate
 
     versions = len(stack.mlflow().search_model_versions("name = 'churn'"))
-    make_churn_data(n_rows=600, seed=77).to_csv(tmp_path / "fresh.csv", index=False)
-    stack.run(sys.executable, "flows/new_data.py", str(tmp_path / "fresh.csv"), "--dataset", "churn-upload")
+    generate(n_rows=600, seed=77).to_csv(tmp_path / "fresh.csv", index=False)
+    new_data = ["flows/new_data.py", str(tmp_path / "fresh.csv"), "--dataset", "churn-upload", "--target", "churned"]
+    stack.run(sys.executable, *new_data, "--model", "churn")
     retrained = stack.wait_for_run("retrain-on-new-data", after=set())
     assert retrained["state_type"] == "COMPLETED", f"{retrained['state']}\n{stack.worker_log()}"
-    assert retrained["parameters"]["params"]["data_uri"] == "s3://churnops/storage/inbox/churn-upload/fresh.csv"
+    assert retrained["parameters"]["params"]["data_uri"] == "s3://tabloop/storage/inbox/churn-upload/fresh.csv"
     assert len(stack.mlflow().search_model_versions("name = 'churn'")) == versions + 1
 
 
 def test_drift_event_runs_the_retrain_on_drift_deployment(stack, tmp_path):
     """The event monitoring emits with retrain_via="event" (tests/integration/test_monitor_flow.py checks that it
     does): its resource label matches the trigger, and its payload becomes the training run's parameters."""
-    from tasks.demo_data import make_churn_data
+    from tasks.demo import generate
 
     versions = len(stack.mlflow().search_model_versions("name = 'churn'"))
-    with stack.s3().open("churnops/storage/monitoring/retrain/drifted.csv", "w") as out:
-        make_churn_data(n_rows=600, seed=78, drift=1.0).to_csv(out, index=False)
-    request = {"data_uri": "s3://churnops/storage/monitoring/retrain/drifted.csv", "n_trials": 2, "cv_folds": 2}
+    with stack.s3().open("tabloop/storage/monitoring/retrain/drifted.csv", "w") as out:
+        generate(n_rows=600, seed=78, drift=1.0).to_csv(out, index=False)
+    request = {
+        "data_uri": "s3://tabloop/storage/monitoring/retrain/drifted.csv",
+        "model_name": "churn",
+        "target": "churned",
+        "n_trials": 2,
+        "cv_folds": 2,
+    }
     code = (
-        "from prefect import flow\nfrom tasks import events\n"
+        "from prefect import flow\nfrom tasks.ops import events\n"
         "@flow(name='emit-drift')\ndef emit():\n"
         "    events.model_event(events.DRIFT_DETECTED, 'churn', '1', labels={events.RETRAIN_LABEL: 'requested'}, "
         f"drift_share=0.9, retrain_params={request!r})\nemit()\n"
@@ -217,12 +224,12 @@ def test_a_failed_run_raises_an_alert_and_leaves_the_registry_alone(stack):
     client = stack.mlflow()
     versions = len(client.search_model_versions("name = 'churn'"))
     before = {r["id"] for r in stack.runs_of("alert-on-failure")}
-    bad = json.dumps({"data_uri": "s3://churnops/no-such-file.csv", "n_trials": 2})
+    bad = json.dumps({"data_uri": "s3://tabloop/no-such-file.csv", "target": "churned", "n_trials": 2})
     stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", f"params={bad}")
     alert = stack.wait_for_run("alert-on-failure", after=before)
     assert alert["state_type"] == "COMPLETED", f"{alert['state']}\n{stack.worker_log()}"
 
-    (stored,) = [k for k in stack.s3_keys("churnops/storage/alerts") if k.endswith(".json")]
+    (stored,) = [k for k in stack.s3_keys("tabloop/storage/alerts") if k.endswith(".json")]
     assert alert["parameters"]["flow_run"].removeprefix("prefect.flow-run.") in stored
     (posted,) = Webhook.received
     assert "train-weekly" in posted["text"] and "no-such-file.csv: file not found" in posted["text"]

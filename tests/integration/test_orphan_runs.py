@@ -9,7 +9,7 @@ import sys
 
 from prefect import flow
 
-from tasks import training
+from tasks.steps import runs
 
 
 def dead_pid() -> int:
@@ -19,7 +19,7 @@ def dead_pid() -> int:
 
 
 def running_run(client, experiment_id: str, host: str, pid: int, parent: str | None = None) -> str:
-    tags = {training.OWNER_HOST_TAG: host, training.OWNER_PID_TAG: str(pid)}
+    tags = {runs.OWNER_HOST_TAG: host, runs.OWNER_PID_TAG: str(pid)}
     if parent:
         tags = {"mlflow.parentRunId": parent}
     return client.create_run(experiment_id, tags=tags).info.run_id
@@ -50,12 +50,12 @@ def test_runs_of_a_dead_process_are_closed_and_their_undecided_versions_settled(
 
     @flow
     def settle() -> list[str]:
-        return training.close_abandoned(client, settings)
+        return runs.close_abandoned(client, settings.model_name, settings.experiment_name)
 
     assert settle() == [killed]
     status = {run_id: client.get_run(run_id).info.status for run_id in (killed, killed_trial, live, elsewhere)}
     assert status == {killed: "KILLED", killed_trial: "KILLED", live: "RUNNING", elsewhere: "RUNNING"}
-    assert "is gone" in client.get_run(killed).data.tags["churnops.closed_because"]
+    assert "is gone" in client.get_run(killed).data.tags["tabloop.closed_because"]
 
     def gate(version: str) -> str | None:
         return client.get_model_version(settings.model_name, version).tags.get("gate.status")

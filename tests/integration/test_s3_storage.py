@@ -8,7 +8,7 @@ import pytest
 import s3fs
 
 from flows.train import TrainParams, train
-from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
+from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
 from tasks.settings import get_settings
 
 pytestmark = pytest.mark.integration
@@ -19,13 +19,13 @@ def test_train_reads_and_writes_through_s3(prefect_server, s3_endpoint, tmp_path
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     fs.mkdir(bucket)
-    monkeypatch.setenv("CHURNOPS_STORAGE_URL", f"s3://{bucket}/churnops")
-    monkeypatch.setenv("CHURNOPS_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("TABLOOP_STORAGE_URL", f"s3://{bucket}/tabloop")
+    monkeypatch.setenv("TABLOOP_S3_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("CHURNOPS_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("CHURNOPS_EXPERIMENT_NAME", f"s3-{bucket}")
+    monkeypatch.setenv("TABLOOP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("TABLOOP_EXPERIMENT_NAME", f"s3-{bucket}")
     with fs.open(f"{bucket}/incoming/customers.parquet", "wb") as fh:
-        make_churn_data(n_rows=500, seed=31).to_parquet(fh, index=False)
+        generate(n_rows=500, seed=31).to_parquet(fh, index=False)
 
     result = train(
         TrainParams(
@@ -39,10 +39,10 @@ def test_train_reads_and_writes_through_s3(prefect_server, s3_endpoint, tmp_path
     )
 
     assert result.promoted
-    assert fs.exists(f"{bucket}/churnops/datasets/customers/{result.data_digest}.parquet")
-    assert fs.exists(f"{bucket}/churnops/datasets/customers/schema.json")
-    assert get_settings().artifact_location == f"s3://{bucket}/churnops/mlartifacts"
-    stored = fs.find(f"{bucket}/churnops/mlartifacts")
+    assert fs.exists(f"{bucket}/tabloop/datasets/customers/{result.data_digest}.parquet")
+    assert fs.exists(f"{bucket}/tabloop/datasets/customers/schema.json")
+    assert get_settings().artifact_location == f"s3://{bucket}/tabloop/mlartifacts"
+    stored = fs.find(f"{bucket}/tabloop/mlartifacts")
     assert any(p.endswith("model_card.md") for p in stored)
     assert any(p.endswith("MLmodel") for p in stored), "the model itself is in the bucket"
 
@@ -54,7 +54,7 @@ def test_a_stalled_s3_fails_a_read_in_bounded_time(monkeypatch):
     import threading
     import time
 
-    from tasks import storage
+    from tasks.store import storage
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))

@@ -15,8 +15,8 @@ from tasks.settings import redact_url
 pytestmark = pytest.mark.integration
 SECRETS = {
     "AWS_SECRET_ACCESS_KEY": "sekret-aws-5b1f0c",
-    "CHURNOPS_API_TOKEN": "sekret-token-77c2e1",
-    "CHURNOPS_ALERT_WEBHOOK_URL": "https://hooks.example/services/sekret-hook-91de3a",
+    "TABLOOP_API_TOKEN": "sekret-token-77c2e1",
+    "TABLOOP_ALERT_WEBHOOK_URL": "https://hooks.example/services/sekret-hook-91de3a",
 }
 TEXT_SUFFIXES = {".md", ".json", ".txt", ".html", ".yaml", ".yml", ".csv", ""}
 

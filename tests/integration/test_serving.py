@@ -15,8 +15,9 @@ import httpx
 import mlflow
 import pytest
 
-from tasks import registry
-from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
+from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
+from tasks.model.gate import GatePolicy
+from tasks.store import registry
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-3f9a"
@@ -42,18 +43,18 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
 
     root = tmp_path_factory.mktemp("serving")
     env = {
-        "CHURNOPS_STORAGE_URL": str(root / "storage"),
-        "CHURNOPS_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "CHURNOPS_MODEL_NAME": "churn-serving",
-        "CHURNOPS_EXPERIMENT_NAME": "churn-serving",
-        "CHURNOPS_SERVING_TEST_TOKEN": TOKEN,
+        "TABLOOP_STORAGE_URL": str(root / "storage"),
+        "TABLOOP_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "TABLOOP_MODEL_NAME": "churn-serving",
+        "TABLOOP_EXPERIMENT_NAME": "churn-serving",
+        "TABLOOP_SERVING_TEST_TOKEN": TOKEN,
     }
     with pytest.MonkeyPatch.context() as patch:
         for key, value in ray_serve_env(env).items():
             patch.setenv(key, value)
         small = {"demo_rows": 600, "n_trials": 3, "cv_folds": 2}
         first = train(TrainParams(**small))
-        second = train(TrainParams(**small, seed=5, gate=registry.GatePolicy(margin=1.0)))
+        second = train(TrainParams(**small, seed=5, gate=GatePolicy(margin=1.0)))
         assert first.promoted and not second.promoted
         settings = get_settings()
 
@@ -62,7 +63,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
 
         args = {
             "poll_interval_s": 0.5,
-            "api_token_env": "CHURNOPS_SERVING_TEST_TOKEN",
+            "api_token_env": "TABLOOP_SERVING_TEST_TOKEN",
             "max_body_bytes": 50_000,
             "max_records": 100,
         }
@@ -97,7 +98,7 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
 
 
 def records(n: int, seed: int = 11) -> list[dict]:
-    frame = make_churn_data(n_rows=n, seed=seed).drop(columns=[TARGET, TIMESTAMP_COLUMN])
+    frame = generate(n_rows=n, seed=seed).drop(columns=[TARGET, TIMESTAMP_COLUMN])
     return json.loads(frame.to_json(orient="records"))
 
 
@@ -304,16 +305,16 @@ def test_gpu_request_is_carried_by_configuration():
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from serving.app import ChurnService
+    from serving.app import ModelService
 
     config = yaml.safe_load(Path("serving/config.yaml").read_text())
-    champion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "churn")
+    champion = next(d for d in config["applications"][0]["deployments"] if d["name"] == "model")
     assert champion["ray_actor_options"]["num_gpus"] == 0, "CPU by default"
     champion["ray_actor_options"]["num_gpus"] = 1
     parsed = ServeDeploySchema.model_validate(config).applications[0].deployments[0]
     options = parsed.ray_actor_options.model_dump(exclude_unset=True)
     assert options == {"num_cpus": 0.5, "num_gpus": 1}
-    assert ChurnService.options(ray_actor_options=options).ray_actor_options["num_gpus"] == 1
+    assert ModelService.options(ray_actor_options=options).ray_actor_options["num_gpus"] == 1
 
 
 def test_app_from_config_deploys_what_the_file_says(tmp_path: Path):
@@ -338,7 +339,7 @@ def test_app_from_config_deploys_what_the_file_says(tmp_path: Path):
 
 
 def wait_for_log(settings, request_ids: set[str], variants: set[str], timeout_s: float = 30):
-    from tasks import prediction_log
+    from tasks.store import prediction_log
 
     deadline = time.time() + timeout_s
     while True:
@@ -371,7 +372,7 @@ def run_app(name: str, prefix: str, **args) -> str:
     from serving.app import build_app
 
     serve.run(
-        build_app({"poll_interval_s": 0.5, "api_token_env": "CHURNOPS_SERVING_TEST_TOKEN", "log_flush_s": 0.5, **args}),
+        build_app({"poll_interval_s": 0.5, "api_token_env": "TABLOOP_SERVING_TEST_TOKEN", "log_flush_s": 0.5, **args}),
         name=name,
         route_prefix=prefix,
     )
@@ -426,16 +427,16 @@ def test_shadow_sees_a_copy_is_logged_and_not_returned(served):
 def test_smoke_test_passes_on_the_served_champion(served, monkeypatch):
     from flows.smoke_test import smoke_test
 
-    monkeypatch.setenv("CHURNOPS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("TABLOOP_API_TOKEN", TOKEN)
     summary = smoke_test(endpoint=served["url"], wait_s=30)
     assert f"serves churn-serving v{served['versions'][0]}" in summary and "answered as registered" in summary
 
 
 def test_smoke_test_rolls_back_a_version_the_replicas_cannot_load(served, monkeypatch):
     from flows.smoke_test import smoke_test
-    from tasks.smoke import ModelFailure
+    from tasks.runtime.smoke import ModelFailure
 
-    monkeypatch.setenv("CHURNOPS_API_TOKEN", TOKEN)
+    monkeypatch.setenv("TABLOOP_API_TOKEN", TOKEN)
     settings, name, v1 = served["settings"], served["settings"].model_name, served["versions"][0]
     client = registry.connect(settings)
     with mlflow.start_run(run_name="broken-model") as run:
@@ -454,7 +455,7 @@ def test_smoke_test_rolls_back_a_version_the_replicas_cannot_load(served, monkey
 
 def test_smoke_test_against_an_endpoint_that_is_down_fails_without_touching_the_alias(served):
     from flows.smoke_test import smoke_test
-    from tasks.smoke import EndpointUnavailable
+    from tasks.runtime.smoke import EndpointUnavailable
 
     settings = served["settings"]
     client = registry.connect(settings)
@@ -554,13 +555,13 @@ def test_replicas_replaced_by_a_redeploy_under_load_fail_no_request(served):
     Last in this module: the app keeps running with the new options."""
     from ray import serve
 
-    from serving.app import ChurnService, ServeConfig
+    from serving.app import ModelService, ServeConfig
 
     before = replica_actors()
     with steady_load(served["url"], threads=4, rows=2) as (answers, failures):
         time.sleep(2)
         options = {"num_cpus": 0.4}  # the decorator asks for 0.5: a changed option replaces the replica
-        app = ChurnService.options(ray_actor_options=options).bind(ServeConfig(**served["args"]).model_dump())
+        app = ModelService.options(ray_actor_options=options).bind(ServeConfig(**served["args"]).model_dump())
         serve.run(app, name="churn", route_prefix="/")  # returns once the old replica has drained and stopped
         time.sleep(1)
 

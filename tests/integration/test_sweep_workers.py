@@ -11,16 +11,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tasks import data, schemas
-from tasks.demo_data import make_churn_data
-from tasks.sweep import create_study
+from tasks.demo import generate
+from tasks.demo import schema as demo_schema
+from tasks.model import schemas
+from tasks.model.sweep import create_study
+from tasks.store import data
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_workers_share_one_study(prefect_server, settings, client, demo_sweep_config, tmp_path):
-    frame = schemas.validate(make_churn_data(n_rows=500, seed=4), schemas.demo_schema(), "demo")
+    frame = schemas.validate(generate(n_rows=500, seed=4), demo_schema(), "demo")
     version = data.snapshot(frame, "churn-demo", settings)
     config = demo_sweep_config(n_trials=10, seed=42, data_uri=version.uri)
     experiment = client.get_experiment_by_name(settings.experiment_name)

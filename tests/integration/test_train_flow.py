@@ -11,8 +11,12 @@ from mlflow.exceptions import MlflowException
 
 from flows.promote import promote
 from flows.train import TrainParams, train
-from tasks import data, registry, schemas
-from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
+from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
+from tasks.demo import schema as demo_schema
+from tasks.model import schemas
+from tasks.model.gate import GatePolicy
+from tasks.runtime.loaded import read_contract
+from tasks.store import data, registry
 
 pytestmark = pytest.mark.integration
 SMALL = {"demo_rows": 600, "n_trials": 4, "cv_folds": 2}
@@ -54,11 +58,14 @@ def test_end_to_end_demo_run_then_same_data_again(prefect_server, settings, clie
     import mlflow
 
     model = mlflow.sklearn.load_model(f"models:/{name}@champion")
-    rows = make_churn_data(n_rows=5, seed=123).drop(columns=[TARGET, ID_COLUMN, TIMESTAMP_COLUMN])
+    rows = generate(n_rows=5, seed=123).drop(columns=[TARGET, ID_COLUMN, TIMESTAMP_COLUMN])
     assert model.predict_proba(rows).shape == (5, 2)
     local = mlflow.artifacts.download_artifacts(f"models:/{name}/1")
-    logged_schema = schemas.schema_from_json(Path(local, schemas.MODEL_SCHEMA_FILE).read_text())
-    assert set(logged_schema.columns) == set(schemas.demo_schema().columns)
+    contract = read_contract(Path(local))
+    assert set(contract.schema.columns) == set(demo_schema().columns)
+    assert (contract.target, contract.classes, contract.positive_class) == (TARGET, [0, 1], 1)
+    assert contract.data.digest == first.data_digest and contract.id_columns == [ID_COLUMN]
+    assert registry.load_contract(name, "1") == contract  # read from the registry without the model
 
     snapshots = sorted((settings.local_state_dir / "datasets" / "churn-demo").glob("*.parquet"))
     assert [p.stem for p in snapshots] == [first.data_digest]
@@ -74,7 +81,7 @@ def test_end_to_end_demo_run_then_same_data_again(prefect_server, settings, clie
 
 def bad_files(tmp_path) -> dict[str, tuple[str, type[Exception], str]]:
     """Each bad dataset the flow must refuse, the error type, and a phrase the message must contain."""
-    good = make_churn_data(n_rows=300, seed=5)
+    good = generate(n_rows=300, seed=5)
     cases: dict[str, tuple[str, type[Exception], str]] = {}
 
     def csv(name: str, frame: pd.DataFrame) -> str:
@@ -140,31 +147,31 @@ def bad_files(tmp_path) -> dict[str, tuple[str, type[Exception], str]]:
 
 def test_bad_data_ends_the_flow_before_training_and_registers_nothing(prefect_server, settings, client, tmp_path):
     # The dataset's schema is the demo's: store it as the accepted schema of "churn-upload" first.
-    good = make_churn_data(n_rows=300, seed=5)
-    data.snapshot(schemas.validate(good, schemas.demo_schema(), "seed"), "churn-upload", settings)
-    from tasks import storage
-    from tasks.training import schema_uri
+    good = generate(n_rows=300, seed=5)
+    data.snapshot(schemas.validate(good, demo_schema(), "seed"), "churn-upload", settings)
+    from tasks.steps.train import schema_uri
+    from tasks.store import storage
 
     storage.write_bytes_once(
-        schema_uri(settings, "churn-upload"), schemas.schema_to_json(schemas.demo_schema()).encode(), settings
+        schema_uri(settings, "churn-upload"), schemas.schema_to_json(demo_schema()).encode(), settings
     )
     for case, (uri, error, phrase) in bad_files(tmp_path).items():
         with pytest.raises(error) as info:
-            train(TrainParams(data_uri=uri, dataset_name="churn-upload", **SMALL))
+            train(TrainParams(data_uri=uri, dataset_name="churn-upload", target=TARGET, **SMALL))
         assert phrase in str(info.value), f"{case}: {info.value}"
         assert versions(client, settings.model_name) == [], case
     assert len(list((settings.local_state_dir / "datasets" / "churn-upload").glob("*.parquet"))) == 1
 
 
 def test_bring_your_own_csv_infers_a_schema_and_holds_later_data_to_it(prefect_server, settings, client, tmp_path):
-    first = make_churn_data(n_rows=600, seed=21)
+    first = generate(n_rows=600, seed=21)
     first.to_csv(tmp_path / "customers.csv", index=False)
     params = {"target": TARGET, "id_columns": [ID_COLUMN], "timestamp_column": TIMESTAMP_COLUMN, **SMALL}
     result = train(TrainParams(data_uri=str(tmp_path / "customers.csv"), **params))
     assert result.promoted
     assert (settings.local_state_dir / "datasets" / "customers" / "schema.json").exists()
 
-    later = make_churn_data(n_rows=300, seed=22)
+    later = generate(n_rows=300, seed=22)
     later.loc[0, "region"] = "mars"
     later.to_csv(tmp_path / "customers.csv", index=False)
     with pytest.raises(schemas.DataValidationError, match="'mars'"):
@@ -177,7 +184,7 @@ def test_worse_challenger_is_rejected_and_champion_kept(prefect_server, settings
     assert champion.promoted
     # Same rows, but the labels of the training side shuffled: the challenger learns noise. The held-out side
     # (same row-key split) keeps its true labels, so both models are judged on the same clean rows.
-    frame = make_churn_data(n_rows=SMALL["demo_rows"])
+    frame = generate(n_rows=SMALL["demo_rows"])
     _, test = data.split(frame, 0.2, [ID_COLUMN])
     is_train = ~frame[ID_COLUMN].isin(test[ID_COLUMN])
     frame.loc[is_train, TARGET] = np.random.default_rng(0).permutation(frame.loc[is_train, TARGET].to_numpy())
@@ -185,9 +192,10 @@ def test_worse_challenger_is_rejected_and_champion_kept(prefect_server, settings
     challenger = train(
         TrainParams(
             data_uri=str(tmp_path / "noisy.csv"),
+            target=TARGET,
             id_columns=[ID_COLUMN],
             timestamp_column=TIMESTAMP_COLUMN,
-            gate=registry.GatePolicy(min_primary=0.0),
+            gate=GatePolicy(min_primary=0.0),
             **SMALL,
         )
     )
@@ -199,7 +207,7 @@ def test_worse_challenger_is_rejected_and_champion_kept(prefect_server, settings
 
 def test_manual_promotion_and_rollback_leave_an_audit_trail(prefect_server, settings, client):
     first = train(TrainParams(**SMALL))
-    second = train(TrainParams(**SMALL, seed=7, gate=registry.GatePolicy(margin=1.0)))  # cannot pass the gate
+    second = train(TrainParams(**SMALL, seed=7, gate=GatePolicy(margin=1.0)))  # cannot pass the gate
     assert first.promoted and not second.promoted
     name = settings.model_name
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks import data, schemas
-from tasks.demo_data import ID_COLUMN, TARGET, make_churn_data
+from tasks.demo import ID_COLUMN, TARGET, generate
+from tasks.demo import schema as demo_schema
+from tasks.model import schemas
+from tasks.store import data
 
 
 @pytest.fixture(scope="module")
 def demo() -> pd.DataFrame:
-    return make_churn_data(n_rows=400, seed=7)
+    return generate(n_rows=400, seed=7)
 
 
 def problem_checks(err: schemas.DataValidationError) -> dict[str, str]:
@@ -19,20 +21,20 @@ def problem_checks(err: schemas.DataValidationError) -> dict[str, str]:
 
 
 def test_demo_data_is_deterministic_and_valid(demo):
-    again = make_churn_data(n_rows=400, seed=7)
+    again = generate(n_rows=400, seed=7)
     pd.testing.assert_frame_equal(demo, again)
-    accepted = schemas.validate(demo, schemas.demo_schema(), "demo")
+    accepted = schemas.validate(demo, demo_schema(), "demo")
     assert len(accepted) == 400
     assert demo["age"].isna().any(), "the demo has missing values, like real exports"
     assert set(demo[TARGET].unique()) == {0, 1}
 
 
 def test_drift_knob_moves_the_distribution():
-    base = make_churn_data(n_rows=3000, seed=1)
-    drifted = make_churn_data(n_rows=3000, seed=1, drift=1.0)
+    base = generate(n_rows=3000, seed=1)
+    drifted = generate(n_rows=3000, seed=1, drift=1.0)
     assert drifted["monthly_charges"].mean() > base["monthly_charges"].mean() + 15
     assert (drifted["contract"] == "month-to-month").mean() > (base["contract"] == "month-to-month").mean() + 0.15
-    schemas.validate(drifted, schemas.demo_schema(), "drifted")  # drifted, yet still valid data
+    schemas.validate(drifted, demo_schema(), "drifted")  # drifted, yet still valid data
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,7 @@ def test_drift_knob_moves_the_distribution():
 )
 def test_each_bad_input_gets_a_specific_problem(demo, corrupt, column, check):
     with pytest.raises(schemas.DataValidationError) as info:
-        schemas.validate(corrupt(demo.copy()), schemas.demo_schema(), "bad.csv")
+        schemas.validate(corrupt(demo.copy()), demo_schema(), "bad.csv")
     checks = problem_checks(info.value)
     assert column in checks, str(info.value)
     assert checks[column].startswith(check)
@@ -78,7 +80,7 @@ def test_all_failures_are_reported_at_once_with_counts_and_examples(demo):
     bad.loc[:9, "age"] = -1.0
     bad.loc[20:22, "contract"] = "lifetime"
     with pytest.raises(schemas.DataValidationError) as info:
-        schemas.validate(bad, schemas.demo_schema(), "batch.csv")
+        schemas.validate(bad, demo_schema(), "batch.csv")
     by_column = {p.column: p for p in info.value.problems}
     assert by_column["age"].rows == 10 and by_column["age"].examples == [-1.0]
     assert by_column["contract"].rows == 3 and by_column["contract"].examples == ["lifetime"]
@@ -89,14 +91,14 @@ def test_all_failures_are_reported_at_once_with_counts_and_examples(demo):
 
 def test_empty_frame_is_rejected(demo):
     with pytest.raises(schemas.DataValidationError, match="no rows"):
-        schemas.validate(demo.iloc[:0], schemas.demo_schema(), "empty")
+        schemas.validate(demo.iloc[:0], demo_schema(), "empty")
 
 
 def test_inferred_schema_round_trips_and_holds_later_data_to_it(demo):
     inferred = schemas.infer_schema(demo, TARGET, classification=True, timestamp_column="event_timestamp")
     restored = schemas.schema_from_json(schemas.schema_to_json(inferred))
-    schemas.validate(make_churn_data(n_rows=300, seed=8), restored, "later")
-    later = make_churn_data(n_rows=300, seed=9)
+    schemas.validate(generate(n_rows=300, seed=8), restored, "later")
+    later = generate(n_rows=300, seed=9)
     later.loc[0, "payment_method"] = "bitcoin"
     later.loc[1, "tenure_months"] = -4
     later.loc[2, TARGET] = 2
@@ -158,7 +160,7 @@ def test_snapshot_is_written_once(settings, demo):
 
 def test_split_is_stable_by_row_key_across_data_versions(demo):
     _, test_a = data.split(demo, 0.25, [ID_COLUMN])
-    bigger = pd.concat([demo, make_churn_data(n_rows=200, seed=99)], ignore_index=True)
+    bigger = pd.concat([demo, generate(n_rows=200, seed=99)], ignore_index=True)
     train_b, test_b = data.split(bigger, 0.25, [ID_COLUMN])
     assert set(test_a[ID_COLUMN]) <= set(test_b[ID_COLUMN])
     assert not set(train_b[ID_COLUMN]) & set(test_a[ID_COLUMN])
@@ -184,4 +186,4 @@ def test_training_fitness_beyond_the_schema():
     assert "target_varies" in regression
     single = schemas.fitness_problems(frame.assign(label="a")[["label"]], "label", "binary", 3)
     assert [p.check for p in single] == ["at_least_two_classes"]
-    assert schemas.fitness_problems(make_churn_data(n_rows=300, seed=2), TARGET, "binary", 3) == []
+    assert schemas.fitness_problems(generate(n_rows=300, seed=2), TARGET, "binary", 3) == []

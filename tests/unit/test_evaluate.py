@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.inspection import permutation_importance
 
-from tasks.evaluate import feature_importance
-from tasks.features import FeatureSpec
-from tasks.modeling import fit
+from tasks.model.evaluate import feature_importance
+from tasks.model.families import fit
+from tasks.model.features import FeatureSpec
 
 SPEC = FeatureSpec(numeric=("signal", "noise"), categorical=("colour",))
 

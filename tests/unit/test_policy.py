@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tasks.policy import MonitorPolicy, decide
+from tasks.monitoring.policy import MonitorPolicy, decide
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 POLICY = MonitorPolicy(

@@ -6,14 +6,15 @@ import mlflow
 import pytest
 from sklearn.dummy import DummyClassifier
 
-from tasks import registry
+from tasks.model.gate import GatePolicy, decide
+from tasks.store import registry
 
-POLICY = registry.GatePolicy(min_primary=0.7, min_metrics={"recall": 0.3}, max_metrics={"log_loss": 0.6}, margin=0.01)
+POLICY = GatePolicy(min_primary=0.7, min_metrics={"recall": 0.3}, max_metrics={"log_loss": 0.6}, margin=0.01)
 GOOD = {"primary": 0.85, "recall": 0.5, "log_loss": 0.4}
 
 
 def test_first_model_passes_on_floors_alone():
-    decision = registry.decide(GOOD, None, None, POLICY)
+    decision = decide(GOOD, None, None, POLICY)
     assert decision.promote and "no current champion to beat" in decision.reasons
 
 
@@ -27,21 +28,21 @@ def test_first_model_passes_on_floors_alone():
     ],
 )
 def test_floors_and_ceilings_reject_with_the_reason(candidate, reason):
-    decision = registry.decide(candidate, None, None, POLICY)
+    decision = decide(candidate, None, None, POLICY)
     assert not decision.promote
     assert any(r.startswith(reason) for r in decision.reasons), decision.reasons
 
 
 def test_must_beat_champion_by_the_margin():
-    assert not registry.decide(GOOD, {"primary": 0.845}, "3", POLICY).promote  # better, but within the margin
-    worse = registry.decide(GOOD, {"primary": 0.9}, "3", POLICY)
+    assert not decide(GOOD, {"primary": 0.845}, "3", POLICY).promote  # better, but within the margin
+    worse = decide(GOOD, {"primary": 0.9}, "3", POLICY)
     assert not worse.promote and "does not beat champion v3" in worse.reasons[0]
-    assert registry.decide(GOOD, {"primary": 0.8}, "3", POLICY).promote
+    assert decide(GOOD, {"primary": 0.8}, "3", POLICY).promote
 
 
 def test_equal_score_does_not_beat_the_champion_without_margin():
-    policy = registry.GatePolicy(min_primary=0.5, margin=0.0)
-    assert not registry.decide({"primary": 0.8}, {"primary": 0.8}, "1", policy).promote
+    policy = GatePolicy(min_primary=0.5, margin=0.0)
+    assert not decide({"primary": 0.8}, {"primary": 0.8}, "1", policy).promote
 
 
 def register_versions(n: int, name: str) -> list[str]:

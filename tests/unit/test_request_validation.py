@@ -10,22 +10,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.validation import RecordValidator, RequestValidationError
-from tasks import schemas
-from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-from tasks.features import feature_spec
+from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
+from tasks.demo import schema as demo_schema
+from tasks.model import schemas
+from tasks.model.features import feature_spec
+from tasks.runtime.validation import RecordValidator, RequestValidationError
 
 
 @pytest.fixture(scope="module")
 def validator() -> RecordValidator:
-    schema = schemas.demo_schema()
+    schema = demo_schema()
     spec = feature_spec(schema, TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
     return RecordValidator(schema, spec.columns, optional=[ID_COLUMN, TIMESTAMP_COLUMN])
 
 
 @pytest.fixture(scope="module")
 def good_record() -> dict:
-    row = make_churn_data(n_rows=1, seed=3).drop(columns=[TARGET, TIMESTAMP_COLUMN]).iloc[0].to_dict()
+    row = generate(n_rows=1, seed=3).drop(columns=[TARGET, TIMESTAMP_COLUMN]).iloc[0].to_dict()
     return {k: (None if v != v else v) for k, v in row.items()}  # NaN -> null, as JSON would carry it
 
 
@@ -74,14 +75,14 @@ def test_missing_field_and_non_object(validator, good_record):
 
 
 def test_every_schema_check_has_a_request_time_equivalent():
-    frame = make_churn_data(n_rows=200, seed=5)
+    frame = generate(n_rows=200, seed=5)
     inferred = schemas.infer_schema(frame, TARGET, classification=True, timestamp_column=TIMESTAMP_COLUMN)
     spec = feature_spec(inferred, TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
     RecordValidator(inferred, spec.columns)  # raises if a check could not be compiled
 
 
 def test_the_fast_pass_takes_ordinary_requests(validator):
-    frame = make_churn_data(n_rows=300, seed=9).drop(columns=[TARGET, TIMESTAMP_COLUMN])
+    frame = generate(n_rows=300, seed=9).drop(columns=[TARGET, TIMESTAMP_COLUMN])
     records = [{k: (None if v != v else v) for k, v in row.items()} for row in frame.to_dict("records")]
     assert validator.accept_fast(records) is not None
 

@@ -6,8 +6,8 @@ import pytest
 from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 from mlflow.exceptions import MlflowException
 
-from tasks.data import DataLoadError
-from tasks.training import is_transient
+from tasks.steps.retries import is_transient
+from tasks.store.data import DataLoadError
 
 
 def chained(outer: Exception, inner: Exception) -> Exception:

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from serving.routing import PredictionBuffer, bucket, choose_variant, sticky_key
-from tasks import prediction_log
+from tasks.store import prediction_log
 
 
 def test_ab_split_follows_the_weight_and_sticks_to_the_key():

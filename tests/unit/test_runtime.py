@@ -6,7 +6,7 @@ from prefect import flow
 from prefect.flow_engine import FlowRunEngine
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-from tasks.runtime import shell_run
+from tasks.ops.shell import shell_run
 
 
 @flow

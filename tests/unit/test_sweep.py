@@ -7,16 +7,19 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from tasks import data, schemas
-from tasks.demo_data import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, make_churn_data
-from tasks.features import feature_spec
-from tasks.modeling import FAMILIES, fit, primary_score
-from tasks.sweep import create_study, run_trials
+from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
+from tasks.demo import schema as demo_schema
+from tasks.model import schemas
+from tasks.model.families import FAMILIES, fit
+from tasks.model.features import feature_spec
+from tasks.model.metrics import primary_score
+from tasks.model.sweep import create_study, run_trials
+from tasks.store import data
 
 
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
-    return schemas.validate(make_churn_data(n_rows=500, seed=3), schemas.demo_schema(), "demo")
+    return schemas.validate(generate(n_rows=500, seed=3), demo_schema(), "demo")
 
 
 def test_every_trial_is_a_nested_run_with_params_and_cv_score(client, demo_sweep_config, frame):
@@ -50,7 +53,7 @@ def test_same_seed_and_data_give_the_same_best_params(demo_sweep_config, frame):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fit_learns_something_for_every_family(frame, family):
     train, test = data.split(frame, 0.3, [ID_COLUMN])
-    spec = feature_spec(schemas.demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
+    spec = feature_spec(demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
     params = {
         "linear": {"family": family, "linear_c": 1.0},
         "random_forest": {

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from serving.predictor import download_version, input_example_records, load_model_dir
+from tasks.runtime.loaded import download_version, input_example_records, load_model_dir
 
 
 class EndpointUnavailable(RuntimeError):

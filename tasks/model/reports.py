@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.data import DataVersion
-from tasks.registry import GateDecision
+from tasks.model.contract import ModelContract
+from tasks.model.gate import GateDecision
 
 
 def model_card(
     *,
     model_name: str,
     version: str,
-    task_type: str,
-    target: str,
-    data: DataVersion,
-    features: list[str],
+    contract: ModelContract,
     metrics: dict[str, float],
     params: dict[str, Any],
     git_commit: str,
     decision: GateDecision | None = None,
 ) -> str:
+    data, features, target = contract.data, contract.spec.columns, contract.target
+    positive = f"; positive class `{contract.positive_class!r}`" if contract.positive_class is not None else ""
+    classes = f"; classes {', '.join(f'`{c!r}`' for c in contract.classes)}" if contract.classes else ""
     metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
     gate = (
@@ -35,8 +35,9 @@ def model_card(
     return f"""# Model card: {model_name} v{version}
 
 ## Intended use
-Scores `{target}` ({task_type}) for rows shaped like the training data below. Use it to rank or flag
-records for a human or downstream decision, at the volumes and on the population it was trained on.
+Scores `{target}` ({contract.task_type}{classes}{positive})
+for rows shaped like the training data below. Use it to rank or flag records for a human or downstream
+decision, at the volumes and on the population it was trained on.
 
 ## Data
 - Dataset: `{data.dataset}`, version `{data.digest}` ({data.rows} rows), snapshot `{data.uri}`
@@ -44,6 +45,8 @@ records for a human or downstream decision, at the volumes and on the population
 - Code: git commit `{git_commit}`
 
 ## Held-out metrics
+Primary metric: `{contract.primary_metric}` (higher is better).
+
 | metric | value |
 |---|---|
 {metric_rows}

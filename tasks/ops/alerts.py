@@ -9,8 +9,8 @@ from uuid import UUID
 import httpx
 from pydantic import BaseModel
 
-from tasks import storage
 from tasks.settings import Settings
+from tasks.store import storage
 
 FLOW_RUN_RESOURCE_PREFIX = "prefect.flow-run."
 
@@ -28,7 +28,7 @@ class Alert(BaseModel):
     def text(self) -> str:
         where = f" ({self.deployment})" if self.deployment else ""
         link = f"\n{self.url}" if self.url else ""
-        return f"churnops: {self.flow_name}/{self.flow_run_name}{where} {self.state}: {self.message}{link}"
+        return f"tabloop: {self.flow_name}/{self.flow_run_name}{where} {self.state}: {self.message}{link}"
 
 
 def flow_run_id(resource_id: str) -> UUID:

@@ -1,9 +1,14 @@
-"""A deterministic, realistic customer-churn table, with a knob that drifts it for the monitoring demo."""
+"""The demo: a deterministic, realistic customer-churn table with a drift knob, its schema and its defaults.
+
+The only module that knows the demo. Generic code never imports it; the flows do where a run with no data
+chooses the demo (`python flows/train.py` with no arguments).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
 PAYMENT_METHODS = ["electronic-check", "mailed-check", "bank-transfer", "credit-card"]
@@ -12,9 +17,12 @@ REGIONS = ["north", "south", "east", "west"]
 TARGET = "churned"
 ID_COLUMN = "customer_id"
 TIMESTAMP_COLUMN = "event_timestamp"
+MODEL_NAME = "churn"  # the registered model (and experiment) of a flow that names no model
+DATASET = "churn-demo"  # the name the demo's data versions are kept under
+SOURCE = "demo data"  # how validation reports name the generated table
 
 
-def make_churn_data(n_rows: int = 5000, seed: int = 42, drift: float = 0.0, start: str = "2026-01-01") -> pd.DataFrame:
+def generate(n_rows: int = 5000, seed: int = 42, drift: float = 0.0, start: str = "2026-01-01") -> pd.DataFrame:
     """Generate `n_rows` customers. `drift` in [0, 1] shifts prices, contract mix, support load and
     the churn relationship itself (0 = the training distribution)."""
     if not 0.0 <= drift <= 1.0:
@@ -78,3 +86,33 @@ def make_churn_data(n_rows: int = 5000, seed: int = 42, drift: float = 0.0, star
 def _mix(base: list[float], drifted: list[float], drift: float) -> list[float]:
     weights = (1 - drift) * np.asarray(base) + drift * np.asarray(drifted)
     return list(weights / weights.sum())
+
+
+def schema() -> pa.DataFrameSchema:
+    """The contract the demo data (and every request scored by its model) must meet, declared by hand."""
+    return pa.DataFrameSchema(
+        {
+            ID_COLUMN: pa.Column(str, pa.Check.str_matches(r"^C\d{4}-\d{6}$")),
+            TIMESTAMP_COLUMN: pa.Column("datetime64[ns]"),
+            "age": pa.Column(float, pa.Check.in_range(18, 110), nullable=True),
+            "senior_citizen": pa.Column(int, pa.Check.isin([0, 1])),
+            "region": pa.Column(str, pa.Check.isin(REGIONS)),
+            "contract": pa.Column(str, pa.Check.isin(CONTRACTS)),
+            "payment_method": pa.Column(str, pa.Check.isin(PAYMENT_METHODS)),
+            "internet_service": pa.Column(str, pa.Check.isin(INTERNET_SERVICES)),
+            "tenure_months": pa.Column(int, pa.Check.in_range(0, 120)),
+            "monthly_charges": pa.Column(float, pa.Check.in_range(0, 1000)),
+            "total_charges": pa.Column(float, pa.Check.in_range(0, 200_000), nullable=True),
+            "support_tickets": pa.Column(int, pa.Check.in_range(0, 100)),
+            "data_usage_gb": pa.Column(float, pa.Check.in_range(0, 10_000), nullable=True),
+            TARGET: pa.Column(int, pa.Check.isin([0, 1])),
+        },
+        coerce=True,
+        strict=True,
+        name=DATASET,
+    )
+
+
+def model_name(explicit: str | None = None, configured: str | None = None) -> str:
+    """The model a flow works on: the one it was given, else the configured one, else the demo's."""
+    return explicit or configured or MODEL_NAME

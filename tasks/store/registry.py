@@ -1,4 +1,4 @@
-"""MLflow registry: the quality gate, champion aliases, rollback, and the audit trail they leave."""
+"""MLflow registry: the store, champion aliases, rollback, the audit trail they leave, and model contracts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from pydantic import BaseModel, Field
 
+from tasks.model import contract as contracts
+from tasks.model.contract import ModelContract
+from tasks.model.gate import GateDecision
 from tasks.settings import Settings
 
 CHAMPION = "champion"
@@ -21,8 +23,9 @@ PREVIOUS_CHAMPION = "previous-champion"
 AUDIT_PREFIX = "audit."
 
 
-def connect(settings: Settings) -> MlflowClient:
-    """Point MLflow at the configured store and make sure the experiment exists with our artifact root."""
+def connect(settings: Settings, experiment_name: str | None = None) -> MlflowClient:
+    """Point MLflow at the configured store; with `experiment_name`, make sure that experiment exists (with our
+    artifact root) and is the active one, for the runs this process writes."""
     if not settings.is_remote_storage:
         settings.local_state_dir.mkdir(parents=True, exist_ok=True)
     # read by MLflow at each request; set here so every flow, worker and replica gets the same budget
@@ -33,62 +36,14 @@ def connect(settings: Settings) -> MlflowClient:
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
-    if client.get_experiment_by_name(settings.experiment_name) is None:
+    if experiment_name is None:
+        return client
+    if client.get_experiment_by_name(experiment_name) is None:
         # another process may create it between our check and our create
         with contextlib.suppress(MlflowException):
-            client.create_experiment(settings.experiment_name, artifact_location=settings.artifact_location)
-    mlflow.set_experiment(settings.experiment_name)
+            client.create_experiment(experiment_name, artifact_location=settings.artifact_location)
+    mlflow.set_experiment(experiment_name)
     return client
-
-
-class GatePolicy(BaseModel):
-    """What a new version must achieve before it becomes @champion."""
-
-    min_primary: float = Field(0.6, description="Absolute floor for the primary held-out metric.")
-    min_metrics: dict[str, float] = Field(default_factory=dict, description="Other floors, e.g. {'recall': 0.5}.")
-    max_metrics: dict[str, float] = Field(default_factory=dict, description="Ceilings, e.g. {'log_loss': 0.6}.")
-    margin: float = Field(0.0, ge=0, description="How much the primary metric must beat the champion's by.")
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reasons: list[str]
-    candidate_primary: float
-    champion_primary: float | None
-    champion_version: str | None
-
-
-def decide(
-    candidate: dict[str, float], champion: dict[str, float] | None, champion_version: str | None, policy: GatePolicy
-) -> GateDecision:
-    """Pure: compare the candidate's held-out metrics with the floors and with the champion's on the same data."""
-    failed, passed = [], []
-    floors = {"primary": policy.min_primary, **policy.min_metrics}
-    for name, floor in floors.items():
-        value = candidate.get(name)
-        (passed if value is not None and value >= floor else failed).append(
-            f"{name} {_fmt(value)} {'>=' if value is not None and value >= floor else '<'} floor {floor:g}"
-        )
-    for name, ceiling in policy.max_metrics.items():
-        value = candidate.get(name)
-        ok = value is not None and value <= ceiling
-        (passed if ok else failed).append(f"{name} {_fmt(value)} {'<=' if ok else '>'} ceiling {ceiling:g}")
-    champion_primary = None if champion is None else champion["primary"]
-    if champion_primary is None:
-        passed.append("no current champion to beat")
-    else:
-        needed = champion_primary + policy.margin
-        beats = candidate["primary"] > needed or (policy.margin == 0 and candidate["primary"] > champion_primary)
-        (passed if beats else failed).append(
-            f"primary {candidate['primary']:.4f} {'beats' if beats else 'does not beat'} champion "
-            f"v{champion_version} {champion_primary:.4f} + margin {policy.margin:g} on the same held-out data"
-        )
-    return GateDecision(not failed, failed or passed, candidate["primary"], champion_primary, champion_version)
-
-
-def _fmt(value: float | None) -> str:
-    return "missing" if value is None else f"{value:.4f}"
 
 
 def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -160,3 +115,17 @@ def rollback_target(events: list[AuditEvent], current: str) -> str:
 def record_gate(client: MlflowClient, name: str, version: str, decision: GateDecision) -> None:
     client.set_model_version_tag(name, version, "gate.status", "passed" if decision.promote else "rejected")
     client.set_model_version_tag(name, version, "gate.reasons", "; ".join(decision.reasons))
+
+
+def load_contract(name: str, version: str) -> ModelContract:
+    """A registered version's contract, read from its MLmodel file without downloading the model (a version
+    saved before contracts is downloaded once, for the schema file it kept)."""
+    uri = f"models:/{name}/{version}"
+    metadata = mlflow.models.get_model_info(uri).metadata
+
+    def legacy_schema() -> str:
+        local = mlflow.artifacts.download_artifacts(uri)
+        with open(f"{local}/{contracts.LEGACY_SCHEMA_FILE}") as handle:
+            return handle.read()
+
+    return contracts.from_metadata(metadata, legacy_schema)

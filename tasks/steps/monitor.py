@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -10,67 +9,56 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from sklearn.metrics import f1_score, r2_score, roc_auc_score
 
-from tasks import data, drift, events, prediction_log, registry, storage
-from tasks.features import FeatureSpec
-from tasks.policy import MonitorDecision
+from tasks.model.contract import ModelContract
+from tasks.model.metrics import score_output
+from tasks.monitoring import drift
+from tasks.monitoring.policy import MonitorDecision
+from tasks.ops import events
 from tasks.settings import Settings
-from tasks.training import IO_RETRIES, step
+from tasks.steps.retries import IO_RETRIES, step
+from tasks.store import data, prediction_log, registry, storage
 
 
 @dataclass(frozen=True)
-class ChampionContext:
-    """What monitoring needs to know about the champion, read from its lineage in the registry."""
+class Champion:
+    """The version monitoring watches: its contract, and the held-out score its live metric is held to."""
 
     name: str
     version: str
     run_id: str
-    dataset: str
-    data_uri: str
-    target: str
-    task_type: str
-    id_columns: list[str]
-    timestamp_column: str | None
-    spec: FeatureSpec
+    contract: ModelContract
     test_primary: float
 
 
 @step(**IO_RETRIES)
-def champion_context(client: MlflowClient, settings: Settings) -> ChampionContext:
-    champion = registry.current_champion(client, settings.model_name)
-    if champion is None:
-        raise ValueError(f"{settings.model_name} has no @champion to monitor; train one first")
-    meta = mlflow.models.get_model_info(f"models:/{settings.model_name}/{champion.version}").metadata or {}
-    run = client.get_run(champion.run_id)
-    return ChampionContext(
-        name=settings.model_name,
-        version=str(champion.version),
-        run_id=champion.run_id,
-        dataset=run.data.tags.get("data.dataset", ""),
-        data_uri=meta.get("data_uri") or run.data.tags["data.uri"],
-        target=meta["target"],
-        task_type=meta["task_type"],
-        id_columns=list(meta.get("id_columns") or []),
-        timestamp_column=meta.get("timestamp_column"),
-        spec=FeatureSpec(tuple(meta["numeric"]), tuple(meta["categorical"])),
+def champion(client: MlflowClient, name: str) -> Champion:
+    current = registry.current_champion(client, name)
+    if current is None:
+        raise ValueError(f"{name} has no @champion to monitor; train one first")
+    run = client.get_run(current.run_id)
+    return Champion(
+        name=name,
+        version=str(current.version),
+        run_id=current.run_id,
+        contract=registry.load_contract(name, str(current.version)),
         test_primary=float(run.data.metrics["test_primary"]),
     )
 
 
 @step(**IO_RETRIES)
-def load_reference(ctx: ChampionContext, settings: Settings) -> pd.DataFrame:
+def load_reference(ctx: Champion, settings: Settings) -> pd.DataFrame:
     """The champion's own training snapshot, found through its lineage."""
+    uri = ctx.contract.data.uri
     try:
-        return data.load_table(ctx.data_uri, settings)
+        return data.load_table(uri, settings)
     except data.DataLoadError as err:
         raise FileNotFoundError(
-            f"reference data for {ctx.name} v{ctx.version} is missing: its lineage points at {ctx.data_uri} ({err})"
+            f"reference data for {ctx.name} v{ctx.version} is missing: its lineage points at {uri} ({err})"
         ) from None
 
 
@@ -103,7 +91,7 @@ def window(
 
 
 @step(**IO_RETRIES)
-def load_current(ctx: ChampionContext, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
+def load_current(ctx: Champion, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
     """Predictions the champion's model served in the window (shadow answers are not traffic)."""
     log = prediction_log.read(settings, since, until)
     if log.empty:
@@ -113,7 +101,7 @@ def load_current(ctx: ChampionContext, settings: Settings, since: datetime, unti
 
 @step(**IO_RETRIES)
 def join_labels(
-    current: pd.DataFrame, labels_uri: str | None, key: str | None, ctx: ChampionContext, settings: Settings
+    current: pd.DataFrame, labels_uri: str | None, key: str | None, ctx: Champion, settings: Settings
 ) -> pd.DataFrame:
     """Delayed ground truth joined on the request id or an entity key; rows without a label are dropped."""
     if not labels_uri or current.empty:
@@ -122,35 +110,37 @@ def join_labels(
     labels = pd.concat(
         [data.load_table(uri, settings) for uri in data.input_files(labels_uri, settings)], ignore_index=True
     )
-    key = key or ("request_id" if "request_id" in labels.columns else (ctx.id_columns or ["request_id"])[0])
-    missing = [c for c in (key, ctx.target) if c not in labels.columns]
+    target, id_columns = ctx.contract.target, ctx.contract.id_columns
+    key = key or ("request_id" if "request_id" in labels.columns else (id_columns or ["request_id"])[0])
+    missing = [c for c in (key, target) if c not in labels.columns]
     if missing:
         raise ValueError(f"{labels_uri}: labels need columns {missing} (join key and target)")
     if key not in current.columns:
         raise ValueError(f"join key {key!r} is not in the prediction log; send it with each request")
-    labels = labels[[key, ctx.target]].drop_duplicates(subset=[key], keep="last")
-    return current.drop(columns=[ctx.target], errors="ignore").merge(labels, on=key, how="inner")
+    labels = labels[[key, target]].drop_duplicates(subset=[key], keep="last")
+    return current.drop(columns=[target], errors="ignore").merge(labels, on=key, how="inner")
 
 
-def live_primary(labelled: pd.DataFrame, ctx: ChampionContext) -> float | None:
-    """The primary metric on what was served, from the logged outputs and the late labels."""
-    if labelled.empty or labelled[ctx.target].nunique() < 2:
+def live_primary(labelled: pd.DataFrame, ctx: Champion) -> float | None:
+    """The primary metric on what was served, from the logged outputs and the late labels (metrics' rule)."""
+    contract = ctx.contract
+    if labelled.empty or labelled[contract.target].nunique() < 2:
         return None
-    truth = labelled[ctx.target]
-    if ctx.task_type == "regression":
-        return float(r2_score(truth, labelled["prediction"].astype(float)))
-    if ctx.task_type == "multiclass":
-        return float(f1_score(truth.astype(str), labelled["prediction"].astype(str), average="macro"))
-    probabilities = prediction_log.class_probabilities(labelled)
-    positive = sorted(probabilities.columns)[-1]  # sklearn's positive class is the last of classes_
-    return float(roc_auc_score(truth.astype(str) == positive, probabilities[positive]))
+    truth = labelled[contract.target]
+    if contract.task_type == "regression":
+        return score_output(truth, labelled["prediction"].astype(float), "regression")
+    if contract.task_type == "multiclass":  # labels read back from files may be typed otherwise than the log's
+        return score_output(truth.astype(str), labelled["prediction"].astype(str), "multiclass")
+    positive = contract.positive_class
+    scores = prediction_log.class_probabilities(labelled)[str(positive)]
+    return score_output(truth, scores.to_numpy(), "binary", positive)
 
 
 @step(**IO_RETRIES)
 def publish_report(
     client: MlflowClient,
     settings: Settings,
-    ctx: ChampionContext,
+    ctx: Champion,
     result: drift.DriftResult,
     decision: MonitorDecision,
     samples: int,
@@ -161,7 +151,7 @@ def publish_report(
     """HTML and JSON report to storage and to an MLflow monitoring run; a Prefect summary linking to it."""
     stamp = until.strftime("%Y%m%dT%H%M%SZ")
     base = storage.join(settings.storage_url, "monitoring", "reports", stamp)
-    experiment = client.get_experiment_by_name(settings.experiment_name)
+    experiment = client.get_experiment_by_name(settings.experiment_name or ctx.name)
     run = client.create_run(
         experiment.experiment_id,
         run_name=f"monitor-{stamp}",
@@ -205,9 +195,9 @@ def publish_report(
     return f"{base}/drift.html"
 
 
-def emit(event: str, ctx: ChampionContext, retrain_params: dict[str, Any] | None = None, **payload: Any) -> None:
-    """A Prefect event about the champion, for automations (e.g. churnops.drift.detected). With `retrain_params`
-    it asks for retraining: the resource is labelled `churnops.retrain: requested`, which the retrain-on-drift
+def emit(event: str, ctx: Champion, retrain_params: dict[str, Any] | None = None, **payload: Any) -> None:
+    """A Prefect event about the champion, for automations (e.g. tabloop.drift.detected). With `retrain_params`
+    it asks for retraining: the resource is labelled `tabloop.retrain: requested`, which the retrain-on-drift
     trigger matches, and the parameters ride in the payload."""
     if retrain_params is not None:
         payload["retrain_params"] = retrain_params
@@ -217,13 +207,11 @@ def emit(event: str, ctx: ChampionContext, retrain_params: dict[str, Any] | None
 
 
 @step(**IO_RETRIES)
-def fresh_training_data(
-    reference: pd.DataFrame, labelled: pd.DataFrame, ctx: ChampionContext, settings: Settings
-) -> str:
+def fresh_training_data(reference: pd.DataFrame, labelled: pd.DataFrame, ctx: Champion, settings: Settings) -> str:
     """The reference plus the recent labelled rows, in the reference's columns, stored for the train flow."""
-    recent = labelled.copy()
-    if ctx.timestamp_column and ctx.timestamp_column not in recent.columns:
-        recent[ctx.timestamp_column] = pd.to_datetime(recent["logged_at"], utc=True).dt.tz_localize(None)
+    recent, timestamp = labelled.copy(), ctx.contract.timestamp_column
+    if timestamp and timestamp not in recent.columns:
+        recent[timestamp] = pd.to_datetime(recent["logged_at"], utc=True).dt.tz_localize(None)
     missing = [c for c in reference.columns if c not in recent.columns]
     if missing and not recent.empty:
         raise ValueError(f"labelled predictions lack {missing}: send these fields with each request to retrain on them")
@@ -234,7 +222,5 @@ def fresh_training_data(
         if pd.api.types.is_datetime64_any_dtype(reference[column]):
             combined[column] = pd.to_datetime(combined[column])
     uri = storage.join(settings.storage_url, "monitoring", "retrain", f"{data.content_hash(combined)}.parquet")
-    buffer = io.BytesIO()
-    combined.to_parquet(buffer, index=False)
-    storage.write_bytes_once(uri, buffer.getvalue(), settings)
+    storage.write_parquet(uri, combined, settings, once=True)
     return uri

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -29,36 +30,45 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from tasks.modeling import TaskType, primary_output, primary_score, score_output
+from tasks.model.metrics import TaskType, positive_column, positive_mask, primary_output, score_output
 
 
-def metrics(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType) -> dict[str, float]:
-    """Held-out metrics; `primary` is the one the sweep optimised and the gate compares."""
-    result = {"primary": primary_score(model, features, target, task_type)}
+def metrics(
+    model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType, positive: Any = None
+) -> dict[str, float]:
+    """Held-out metrics; `primary` is the one the sweep optimised and the gate compares. Binary metrics are
+    about `positive` (the contract's positive class), whatever type the labels have."""
     if task_type == "regression":
         predicted = model.predict(features)
-        return result | {
-            "r2": float(r2_score(target, predicted)),
+        r2 = float(r2_score(target, predicted))
+        return {
+            "primary": r2,
+            "r2": r2,
             "rmse": float(root_mean_squared_error(target, predicted)),
             "mae": float(mean_absolute_error(target, predicted)),
         }
-    predicted = model.predict(features)
     proba = model.predict_proba(features)
-    result |= {
+    predicted = np.asarray(model.classes_)[proba.argmax(axis=1)]  # what predict() answers, without a second call
+    result = {
         "accuracy": float(accuracy_score(target, predicted)),
         "log_loss": float(log_loss(target, proba, labels=model.classes_)),
     }
     if task_type == "binary":
-        positive = proba[:, 1]
+        scores = proba[:, positive_column(model.classes_, positive)]
+        truth, said = positive_mask(target, positive), positive_mask(predicted, positive)
+        roc_auc = score_output(target, scores, task_type, positive)
         return result | {
-            "roc_auc": float(roc_auc_score(target, positive)),
-            "average_precision": float(average_precision_score(target, positive)),
-            "f1": float(f1_score(target, predicted)),
-            "precision": float(precision_score(target, predicted, zero_division=0)),
-            "recall": float(recall_score(target, predicted)),
+            "primary": roc_auc,
+            "roc_auc": roc_auc,
+            "average_precision": float(average_precision_score(truth, scores)),
+            "f1": float(f1_score(truth, said)),
+            "precision": float(precision_score(truth, said, zero_division=0)),
+            "recall": float(recall_score(truth, said)),
         }
+    f1_macro = score_output(target, predicted, task_type)
     return result | {
-        "f1_macro": float(f1_score(target, predicted, average="macro")),
+        "primary": f1_macro,
+        "f1_macro": f1_macro,
         "roc_auc_ovr": float(roc_auc_score(target, proba, multi_class="ovr", labels=model.classes_)),
     }
 
@@ -69,6 +79,7 @@ def feature_importance(
     target: pd.Series,
     task_type: TaskType,
     seed: int,
+    positive: Any = None,
     n_repeats: int = 3,
     rows_per_call: int = 100_000,
 ) -> pd.Series:
@@ -80,16 +91,16 @@ def feature_importance(
     per column and repeat paid 33 times for the demo's 11 columns."""
     rng = np.random.default_rng(seed)
     n_rows = len(features)
-    baseline = score_output(target, primary_output(model, features, task_type), task_type)
+    baseline = score_output(target, primary_output(model, features, task_type, positive), task_type, positive)
     shuffles = [(column, rng.permutation(n_rows)) for column in features.columns for _ in range(n_repeats)]
     per_call = max(1, rows_per_call // max(n_rows, 1))
     drops: dict[str, list[float]] = {column: [] for column in features.columns}
     for start in range(0, len(shuffles), per_call):
         batch = shuffles[start : start + per_call]
         stacked = pd.concat([_shuffled(features, column, order) for column, order in batch], ignore_index=True)
-        output = primary_output(model, stacked, task_type)
+        output = primary_output(model, stacked, task_type, positive)
         for i, (column, _) in enumerate(batch):
-            score = score_output(target, output[i * n_rows : (i + 1) * n_rows], task_type)
+            score = score_output(target, output[i * n_rows : (i + 1) * n_rows], task_type, positive)
             drops[column].append(baseline - score)
     mean_drop = {column: float(np.mean(values)) for column, values in drops.items()}
     return pd.Series(mean_drop, dtype=float).sort_values(ascending=False)
@@ -101,7 +112,9 @@ def _shuffled(features: pd.DataFrame, column: str, order: np.ndarray) -> pd.Data
     return copy
 
 
-def plot_task(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType, out: Path) -> list[Path]:
+def plot_task(
+    model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType, out: Path, positive: Any = None
+) -> list[Path]:
     """Confusion matrix and ROC for classifiers, residuals for regressors."""
     paths = []
     if task_type == "regression":
@@ -118,7 +131,7 @@ def plot_task(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_t
     paths.append(_save(fig, out / "confusion_matrix.png"))
     if task_type == "binary":
         fig, ax = plt.subplots(figsize=(5, 4))
-        RocCurveDisplay.from_estimator(model, features, target, ax=ax)
+        RocCurveDisplay.from_estimator(model, features, target, ax=ax, pos_label=positive)
         ax.set_title("ROC (held-out)")
         paths.append(_save(fig, out / "roc_curve.png"))
     return paths

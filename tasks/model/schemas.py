@@ -1,18 +1,16 @@
-"""Pandera schemas: the demo's declared schema, inference for bring-your-own data, and readable reports."""
+"""Pandera schemas: inference for a dataset seen the first time, validation with readable reports."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
-from tasks import demo_data
-
-MODEL_SCHEMA_FILE = "extra_files/schema.json"  # where log_model puts the schema inside every model
+ColumnKind = Literal["boolean", "integer", "number", "timestamp", "text"]
 MAX_CATEGORIES = 50
 MAX_EXAMPLES = 5
 TABLE_CHECKS = {
@@ -23,29 +21,19 @@ TABLE_CHECKS = {
 }
 
 
-def demo_schema() -> pa.DataFrameSchema:
-    """The contract the demo churn data (and every request scored by its model) must meet."""
-    return pa.DataFrameSchema(
-        {
-            demo_data.ID_COLUMN: pa.Column(str, pa.Check.str_matches(r"^C\d{4}-\d{6}$")),
-            demo_data.TIMESTAMP_COLUMN: pa.Column("datetime64[ns]"),
-            "age": pa.Column(float, pa.Check.in_range(18, 110), nullable=True),
-            "senior_citizen": pa.Column(int, pa.Check.isin([0, 1])),
-            "region": pa.Column(str, pa.Check.isin(demo_data.REGIONS)),
-            "contract": pa.Column(str, pa.Check.isin(demo_data.CONTRACTS)),
-            "payment_method": pa.Column(str, pa.Check.isin(demo_data.PAYMENT_METHODS)),
-            "internet_service": pa.Column(str, pa.Check.isin(demo_data.INTERNET_SERVICES)),
-            "tenure_months": pa.Column(int, pa.Check.in_range(0, 120)),
-            "monthly_charges": pa.Column(float, pa.Check.in_range(0, 1000)),
-            "total_charges": pa.Column(float, pa.Check.in_range(0, 200_000), nullable=True),
-            "support_tickets": pa.Column(int, pa.Check.in_range(0, 100)),
-            "data_usage_gb": pa.Column(float, pa.Check.in_range(0, 10_000), nullable=True),
-            demo_data.TARGET: pa.Column(int, pa.Check.isin([0, 1])),
-        },
-        coerce=True,
-        strict=True,
-        name="churn-demo",
-    )
+def column_kind(dtype: object) -> ColumnKind:
+    """What a column holds, from a pandas or Pandera dtype: the one mapping features, inference and request
+    validation share."""
+    name = str(dtype).lower()
+    if name.startswith("bool"):
+        return "boolean"
+    if name.startswith(("int", "uint")):
+        return "integer"
+    if name.startswith("float"):
+        return "number"
+    if name.startswith("datetime"):
+        return "timestamp"
+    return "text"
 
 
 def infer_schema(
@@ -58,11 +46,12 @@ def infer_schema(
     for name in frame.columns:
         series = frame[name]
         nullable = bool(series.isna().any()) and name != target
-        if name == timestamp_column or pd.api.types.is_datetime64_any_dtype(series):
+        kind = column_kind(series.dtype)
+        if name == timestamp_column or kind == "timestamp":
             columns[name] = pa.Column("datetime64[ns]", nullable=nullable)
-        elif pd.api.types.is_bool_dtype(series):
+        elif kind == "boolean":
             columns[name] = pa.Column(bool, nullable=nullable)
-        elif pd.api.types.is_numeric_dtype(series):
+        elif kind in ("integer", "number"):
             columns[name] = _numeric_column(series, nullable, is_class_target=classification and name == target)
         else:
             columns[name] = _text_column(series.astype("string"), nullable, force_categories=name == target)

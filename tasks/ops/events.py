@@ -7,21 +7,21 @@ from typing import Any
 
 from prefect.events import emit_event
 
-DATA_ARRIVED = "churnops.data.arrived"
-DRIFT_DETECTED = "churnops.drift.detected"
-PERFORMANCE_DROPPED = "churnops.performance.dropped"
-RETRAIN_TRIGGERED = "churnops.retrain.triggered"
-MODEL_PROMOTED = "churnops.model.promoted"
-MODEL_REJECTED = "churnops.model.rejected"
-MODEL_ROLLED_BACK = "churnops.model.rolled-back"
-SMOKE_TEST_PASSED = "churnops.smoke-test.passed"
-SMOKE_TEST_FAILED = "churnops.smoke-test.failed"
-ALERT_RAISED = "churnops.alert.raised"
-RETRAIN_LABEL = "churnops.retrain"  # resource label on a monitoring event that asks for retraining
+DATA_ARRIVED = "tabloop.data.arrived"
+DRIFT_DETECTED = "tabloop.drift.detected"
+PERFORMANCE_DROPPED = "tabloop.performance.dropped"
+RETRAIN_TRIGGERED = "tabloop.retrain.triggered"
+MODEL_PROMOTED = "tabloop.model.promoted"
+MODEL_REJECTED = "tabloop.model.rejected"
+MODEL_ROLLED_BACK = "tabloop.model.rolled-back"
+SMOKE_TEST_PASSED = "tabloop.smoke-test.passed"
+SMOKE_TEST_FAILED = "tabloop.smoke-test.failed"
+ALERT_RAISED = "tabloop.alert.raised"
+RETRAIN_LABEL = "tabloop.retrain"  # resource label on a monitoring event that asks for retraining
 
 
 def model_resource(model_name: str) -> str:
-    return f"churnops.model.{model_name}"
+    return f"tabloop.model.{model_name}"
 
 
 def model_event(
@@ -31,17 +31,17 @@ def model_event(
     resource, where automation triggers can match them."""
     resource = {"prefect.resource.id": model_resource(model_name), **(labels or {})}
     if version is not None:
-        resource["churnops.model.version"] = str(version)
+        resource["tabloop.model.version"] = str(version)
     emit_event(event=event, resource=resource, payload={"model": model_name, "version": version, **payload})
 
 
 def dataset_event(event: str, dataset: str, /, **payload: Any) -> None:
-    emit_event(event=event, resource={"prefect.resource.id": f"churnops.dataset.{dataset}"}, payload=payload)
+    emit_event(event=event, resource={"prefect.resource.id": f"tabloop.dataset.{dataset}"}, payload=payload)
 
 
 def emit_alert(alert: dict[str, Any], uri: str) -> None:
     emit_event(
         event=ALERT_RAISED,
-        resource={"prefect.resource.id": f"churnops.alert.{alert['flow_run_id']}"},
+        resource={"prefect.resource.id": f"tabloop.alert.{alert['flow_run_id']}"},
         payload={**alert, "uri": uri},
     )

@@ -11,7 +11,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-NUMERIC_DTYPE_PREFIXES = ("int", "uint", "float", "bool")
+from tasks.model.schemas import column_kind
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,10 @@ class FeatureSpec:
 def feature_spec(schema: pa.DataFrameSchema, target: str, exclude: tuple[str, ...] = ()) -> FeatureSpec:
     numeric, categorical = [], []
     for name, column in schema.columns.items():
-        dtype = str(column.dtype).lower()
-        if name == target or name in exclude or dtype.startswith("datetime"):
+        kind = column_kind(column.dtype)
+        if name == target or name in exclude or kind == "timestamp":
             continue
-        (numeric if dtype.startswith(NUMERIC_DTYPE_PREFIXES) else categorical).append(name)
+        (categorical if kind == "text" else numeric).append(name)
     return FeatureSpec(tuple(numeric), tuple(categorical))
 
 
@@ -52,10 +52,12 @@ def build_preprocessor(spec: FeatureSpec) -> ColumnTransformer:
 
 
 def model_input(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """The columns a model is fed, text as plain objects so every estimator and skops handle it alike."""
+    """The columns a model is fed, typed one way wherever they come from (snapshots, logged JSON, files to
+    score): numbers as float64, text as plain objects with None for missing, so every estimator and skops
+    handle it alike. Serving's validator builds the same typing from request columns (RecordValidator.frame)."""
     inputs = frame[spec.columns].copy()
     for column in spec.categorical:
         inputs[column] = inputs[column].astype(object).where(inputs[column].notna(), None)
     for column in spec.numeric:
-        inputs[column] = inputs[column].astype("float64")
+        inputs[column] = pd.to_numeric(inputs[column], errors="coerce").astype("float64")
     return inputs

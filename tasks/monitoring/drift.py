@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.features import FeatureSpec
+from tasks.model.features import FeatureSpec, model_input
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ def run_report(
     definition = DataDefinition(numerical_columns=list(spec.numeric), categorical_columns=list(spec.categorical))
     columns = spec.columns
     snapshot = Report([DataDriftPreset(drift_share=drift_share), DataSummaryPreset()], include_tests=True).run(
-        Dataset.from_pandas(_typed(current[columns], spec), data_definition=definition),
-        Dataset.from_pandas(_typed(reference[columns], spec), data_definition=definition),
+        Dataset.from_pandas(model_input(current, spec), data_definition=definition),
+        Dataset.from_pandas(model_input(reference, spec), data_definition=definition),
     )
     return read_verdicts(snapshot, columns)
 
@@ -74,13 +74,3 @@ def _sample(frame: pd.DataFrame, max_rows: int | None, seed: int) -> pd.DataFram
     if max_rows is None or len(frame) <= max_rows:
         return frame
     return frame.sample(n=max_rows, random_state=seed)
-
-
-def _typed(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Logged JSON and snapshots type columns differently; give Evidently one view of both."""
-    out = frame.copy()
-    for column in spec.numeric:
-        out[column] = pd.to_numeric(out[column], errors="coerce").astype("float64")
-    for column in spec.categorical:
-        out[column] = out[column].astype(object)
-    return out

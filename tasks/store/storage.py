@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import fsspec
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tasks.settings import Settings
 
@@ -70,3 +74,19 @@ def write_bytes(url: str, data: bytes, settings: Settings) -> None:
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     with fs.open(path, "wb") as fh:
         fh.write(data)
+
+
+def write_parquet(url: str, table: pd.DataFrame | pa.Table, settings: Settings, once: bool = False) -> bool:
+    """A frame (without its index) or an Arrow table as one Parquet file at `url`. With `once`, a file already
+    there is kept (content-addressed names never change); returns whether it wrote."""
+    if once and exists(url, settings):
+        return False
+    buffer = io.BytesIO()
+    if isinstance(table, pa.Table):
+        pq.write_table(table, buffer)
+    else:
+        table.to_parquet(buffer, index=False)
+    if once:
+        return write_bytes_once(url, buffer.getvalue(), settings)
+    write_bytes(url, buffer.getvalue(), settings)
+    return True

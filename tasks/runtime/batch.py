@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.predictor import LoadedModel, Scored
-from tasks import data, prediction_log, schemas, storage
+from tasks.model import schemas
+from tasks.runtime.loaded import LoadedModel, Scored
 from tasks.settings import Settings
+from tasks.store import data, prediction_log, storage
 
 
 def chunks(uri: str, settings: Settings, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -56,7 +56,5 @@ def log_rows(chunk: pd.DataFrame, scored: Scored, model: LoadedModel, request_id
 
 def write_part(frame: pd.DataFrame, output_uri: str, part: int, settings: Settings) -> str:
     uri = storage.join(output_uri, f"part-{part:05d}.parquet")
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    storage.write_bytes(uri, buffer.getvalue(), settings)
+    storage.write_parquet(uri, frame, settings)
     return uri

@@ -6,7 +6,6 @@ with the training snapshot.
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,10 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from tasks import storage
 from tasks.settings import Settings
+from tasks.store import storage
 
 LOG_COLUMNS = [
     "request_id",
@@ -139,9 +137,7 @@ def write(rows: pa.Table, settings: Settings, writer: str = "serving") -> list[s
         part = rows.filter(pa.array(days == day))
         name = f"{writer}-{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
         uri = storage.join(log_root(settings), f"date={day}", name)
-        buffer = io.BytesIO()
-        pq.write_table(part, buffer)
-        storage.write_bytes(uri, buffer.getvalue(), settings)
+        storage.write_parquet(uri, part, settings)
         written.append(uri)
     return written
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 from sklearn.base import BaseEstimator
@@ -15,12 +14,11 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import f1_score, r2_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from tasks.features import FeatureSpec, build_preprocessor
+from tasks.model.features import FeatureSpec, build_preprocessor
+from tasks.model.metrics import TaskType, plain
 
-TaskType = Literal["binary", "multiclass", "regression"]
 FAMILIES = ("linear", "random_forest", "hist_gradient_boosting")
 # The types our families put in a pipeline that skops does not trust by default. Tree node arrays are trusted
 # because models are only ever loaded from our own registry; nothing outside this list is deserialised.
@@ -29,7 +27,6 @@ SKOPS_TRUSTED_TYPES = [
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 ]
-PRIMARY_METRIC: dict[str, str] = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "r2"}
 
 
 def suggest_params(trial: optuna.Trial) -> dict[str, Any]:
@@ -96,26 +93,6 @@ def fit(
     return pipeline.fit(features, target)
 
 
-def primary_score(model: Pipeline, features: pd.DataFrame, target: pd.Series, task_type: TaskType) -> float:
-    """The sweep's objective and the gate's comparison metric; higher is better for every task type."""
-    return score_output(target, primary_output(model, features, task_type), task_type)
-
-
-def primary_output(model: Pipeline, features: pd.DataFrame, task_type: TaskType) -> np.ndarray:
-    """What the primary metric reads: the positive class's probability for binary tasks, else predictions."""
-    if task_type == "binary":
-        return model.predict_proba(features)[:, 1]
-    return np.asarray(model.predict(features))
-
-
-def score_output(target: pd.Series | np.ndarray, output: np.ndarray, task_type: TaskType) -> float:
-    if task_type == "binary":
-        return float(roc_auc_score(target, output))
-    if task_type == "multiclass":
-        return float(f1_score(target, output, average="macro"))
-    return float(r2_score(target, output))
-
-
 def params_from_trial(trial_params: dict[str, Any]) -> dict[str, Any]:
     """Optuna returns numpy scalars from some storages; MLflow tags and skops want plain Python."""
-    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in trial_params.items()}
+    return {k: plain(v) for k, v in trial_params.items()}

@@ -21,8 +21,9 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from tasks.features import FeatureSpec, model_input
-from tasks.modeling import TaskType, fit, params_from_trial, primary_score, suggest_params
+from tasks.model.families import fit, params_from_trial, suggest_params
+from tasks.model.features import FeatureSpec, model_input
+from tasks.model.metrics import TaskType, primary_score
 from tasks.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class SweepConfig:
     data_uri: str
     test_size: float
     split_keys: tuple[str, ...]
+    positive_class: Any = None  # binary tasks: the contract's positive class
 
     @property
     def spec(self) -> FeatureSpec:
@@ -58,7 +60,7 @@ class SweepConfig:
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> SweepConfig:
-        fields = {k: attrs[k] for k in cls.__dataclass_fields__}
+        fields = {k: attrs[k] for k in cls.__dataclass_fields__ if k in attrs}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
@@ -215,7 +217,8 @@ def cross_validate(
         model = fit(
             features.iloc[train_idx], target.iloc[train_idx], config.spec, params, config.task_type, config.seed
         )
-        scores.append(primary_score(model, features.iloc[valid_idx], target.iloc[valid_idx], config.task_type))
+        held_out = features.iloc[valid_idx], target.iloc[valid_idx]
+        scores.append(primary_score(model, *held_out, config.task_type, config.positive_class))
         trial.set_user_attr("fold_scores", scores)
         trial.report(sum(scores) / len(scores), fold)
         if trial.should_prune():

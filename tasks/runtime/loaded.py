@@ -1,6 +1,6 @@
-"""A loaded model version with its request contract: resolve an alias, load, validate, predict.
+"""The model runtime: a loaded version with its contract; resolve an alias, load, validate, score.
 
-Plain Python (no Ray), so serving logic is testable on its own and batch scoring can reuse it.
+Plain Python (no Ray): the serving app, batch scoring and the smoke test all score through it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from serving.validation import Columns, RecordValidator, rows_in
-from tasks import prediction_log, schemas
+from tasks.model import contract as contracts
+from tasks.model.contract import ModelContract
+from tasks.model.metrics import plain
+from tasks.runtime.validation import Columns, RecordValidator, rows_in
 from tasks.settings import Settings
+from tasks.store import prediction_log
 
 
 @dataclass(frozen=True)
@@ -29,12 +32,12 @@ class LoadedModel:
     alias: str
     model: Any  # the fitted sklearn Pipeline, preprocessing inside
     validator: RecordValidator
-    metadata: dict[str, Any]
+    contract: ModelContract
 
     @property
     def classes(self) -> list[Any] | None:
         classes = getattr(self.model, "classes_", None)
-        return None if classes is None else [_plain(c) for c in classes]
+        return None if classes is None else [plain(c) for c in classes]
 
     def score(self, frame: pd.DataFrame) -> Scored:
         """Predictions for every row, and class probabilities where the model has them.
@@ -77,16 +80,19 @@ class LoadedModel:
         return self.score(frame).records()
 
     def describe(self) -> dict[str, Any]:
+        contract = self.contract
         return {
             "model_name": self.name,
             "model_version": self.version,
             "alias": self.alias,
-            "task_type": self.metadata.get("task_type"),
-            "target": self.metadata.get("target"),
-            "data_version": self.metadata.get("data_digest"),
-            "data_uri": self.metadata.get("data_uri"),
+            "task_type": contract.task_type,
+            "target": contract.target,
+            "positive_class": contract.positive_class,
+            "primary_metric": contract.primary_metric,
+            "data_version": contract.data.digest,
+            "data_uri": contract.data.uri,
             "classes": self.classes,
-            "id_columns": self.metadata.get("id_columns") or [],
+            "id_columns": contract.id_columns,
             "input_schema": self.validator.input_schema(),
         }
 
@@ -116,16 +122,12 @@ class Scored:
         return Scored(self.predictions[start:stop], probabilities, self.classes)
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def resolve_alias(client: MlflowClient, name: str, alias: str) -> str:
     return str(client.get_model_version_by_alias(name, alias).version)
 
 
 def load_version(settings: Settings, name: str, version: str, alias: str) -> LoadedModel:
-    """Load a registered version in the safe skops format with its schema and training metadata."""
+    """Load a registered version in the safe skops format, with its contract."""
     return load_model_dir(download_version(name, version), name, version, alias)
 
 
@@ -135,11 +137,15 @@ def download_version(name: str, version: str) -> Path:
 
 def load_model_dir(local: Path, name: str, version: str, alias: str) -> LoadedModel:
     model = mlflow.sklearn.load_model(str(local))
-    meta = mlflow.models.Model.load(str(local / "MLmodel")).metadata or {}
-    schema = schemas.schema_from_json((local / schemas.MODEL_SCHEMA_FILE).read_text())
-    features = [*meta.get("numeric", []), *meta.get("categorical", [])]
-    optional = [*meta.get("id_columns", []), *([meta["timestamp_column"]] if meta.get("timestamp_column") else [])]
-    return LoadedModel(name, version, alias, model, RecordValidator(schema, features, optional), meta)
+    contract = read_contract(local)
+    validator = RecordValidator(contract.schema, contract.spec.columns, contract.passthrough_columns)
+    return LoadedModel(name, version, alias, model, validator, contract)
+
+
+def read_contract(local: Path) -> ModelContract:
+    """The contract of a downloaded model version (or of one saved before contracts, by its old files)."""
+    metadata = mlflow.models.Model.load(str(local / "MLmodel")).metadata
+    return contracts.from_metadata(metadata, lambda: (local / contracts.LEGACY_SCHEMA_FILE).read_text())
 
 
 def input_example_records(local: Path) -> list[dict[str, Any]]:
@@ -176,7 +182,7 @@ class AliasSlot:
         import logging
         import threading
 
-        from tasks.registry import connect
+        from tasks.store.registry import connect
 
         self.settings, self.name, self.alias = settings, name, alias
         self.client = connect(settings)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from tasks import storage
 from tasks.settings import Settings
+from tasks.store import storage
 
 READERS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -91,11 +91,7 @@ def snapshot(frame: pd.DataFrame, dataset: str, settings: Settings) -> DataVersi
     """Store the accepted data once under its content hash: the same data never makes a second file."""
     digest = content_hash(frame)
     uri = storage.join(settings.storage_url, "datasets", dataset, f"{digest}.parquet")
-    if storage.exists(uri, settings):
-        return DataVersion(dataset, digest, uri, len(frame), created=False)
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    created = storage.write_bytes_once(uri, buffer.getvalue(), settings)
+    created = storage.write_parquet(uri, frame, settings, once=True)
     return DataVersion(dataset, digest, uri, len(frame), created=created)
 
 

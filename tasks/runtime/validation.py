@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
+from tasks.model.schemas import ColumnKind, column_kind
+
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value passes
 VectorCheck = Callable[[Any], bool]  # True when every present value of a column passes (numbers: a float array)
 
@@ -40,7 +42,7 @@ class RequestValidationError(ValueError):
 @dataclass(frozen=True)
 class FieldRule:
     name: str
-    kind: str  # number | integer | boolean | text | timestamp
+    kind: ColumnKind
     nullable: bool
     checks: tuple[Check, ...]
 
@@ -253,17 +255,7 @@ def _show(value: Any, limit: int = 80) -> str:
 
 
 def _rule(name: str, column: pa.Column) -> FieldRule:
-    dtype = str(column.dtype).lower()
-    if dtype.startswith("bool"):
-        kind = "boolean"
-    elif dtype.startswith(("int", "uint")):
-        kind = "integer"
-    elif dtype.startswith("float"):
-        kind = "number"
-    elif dtype.startswith("datetime"):
-        kind = "timestamp"
-    else:
-        kind = "text"
+    kind = column_kind(column.dtype)
     return FieldRule(name, kind, bool(column.nullable), tuple(_compile(check) for check in column.checks))
 
 
@@ -292,7 +284,7 @@ def _compile(check: pa.Check) -> Check:
     if name == "str_matches":
         pattern = re.compile(stats["pattern"])
         return lambda v: None if pattern.match(v) else f"{_show(v)} does not match {pattern.pattern!r}"
-    raise ValueError(f"check {name!r} has no request-time equivalent; add one to serving/validation.py")
+    raise ValueError(f"check {name!r} has no request-time equivalent; add one to tasks/runtime/validation.py")
 
 
 def _vector_checks(kind: str, checks: list[pa.Check]) -> tuple[VectorCheck, ...] | None:
