@@ -2,7 +2,7 @@
 
     python benchmarks/serving.py [--seconds 10] [--concurrency 1 16 32] [--rows 1 100]
 
-Registers one HistGradientBoosting churn model in a throwaway MLflow store, then for each server in turn
+Registers one HistGradientBoosting model of the demo data in a throwaway MLflow store, then for each server in turn
 (started by this script, on this machine) drives closed-loop load: `concurrency` requests in flight, each of
 `rows` records, for `seconds`, from wrk when it is installed (`apt-get install wrk`; a C client in its own
 process) or else from an asyncio client in this process (`--client` chooses). Prints requests/s, rows/s, p50
@@ -191,9 +191,12 @@ def wait_http(url: str, timeout_s: float = 180) -> None:
     raise TimeoutError(f"{url} never answered 200")
 
 
-def running_replicas(app: str = "bench", deployment: str = "churn") -> int:
+def running_replicas(app: str = "bench") -> int:
     from ray import serve
 
+    from serving.app import shipped_config
+
+    deployment = shipped_config()["deployments"][0]["name"]
     states = serve.status().applications[app].deployments[deployment].replica_states
     return sum(count for state, count in states.items() if str(state).endswith("RUNNING"))
 

@@ -2,7 +2,7 @@
 
     python benchmarks/serving_resilience.py [--seconds 60] [--replicas 2]
 
-Registers two versions of a churn model in a throwaway MLflow store, serves @champion with `--replicas`
+Registers two versions of a model of the demo data in a throwaway MLflow store, serves @champion with `--replicas`
 fixed replicas on a local Ray, finds the peak single-row rate (closed loop, concurrency 32, 10 s), then drives
 open-loop load at 80% of that peak (requests sent on a fixed schedule, whatever the answers) through:
 
