@@ -51,7 +51,7 @@ def main(rows: int = 1200, drift: float = 0.8) -> None:
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"model_name": name, "poll_interval_s": 1, "log_flush_s": 1}), name="tabloop", route_prefix="/")
+    serve.run(build_app({"models": [name], "poll_interval_s": 1, "log_flush_s": 1}), name="tabloop", route_prefix="/")
     url = f"http://127.0.0.1:{port}"
     while httpx.get(f"{url}/ready").status_code != 200:
         time.sleep(0.5)

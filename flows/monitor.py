@@ -63,7 +63,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     name = demo.model_name(params.model_name, settings.model_name)
     client = registry.connect(settings, settings.experiment_name or name)
     ctx = steps.champion(client, name)
-    state = steps.read_state(settings)
+    state = steps.read_state(settings, name)
     since, until = steps.window(state, params.since, params.until, timedelta(hours=params.lookback_hours))
 
     # 1. what the champion served in the window, and what it was trained on
@@ -117,6 +117,8 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
             task_type=ctx.contract.task_type,
             id_columns=ctx.contract.id_columns,
             timestamp_column=ctx.contract.timestamp_column,
+            positive_class=ctx.contract.positive_class,
+            plugins=ctx.contract.plugins,
             n_trials=params.retrain_trials,
         )
 
@@ -139,7 +141,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         steps.emit(events.RETRAIN_TRIGGERED, ctx, reasons=decision.reasons)
         trained = train(retrain)
         outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
-    steps.write_state(settings, {**state, "last_until": until.isoformat()})
+    steps.write_state(settings, name, {**state, "last_until": until.isoformat()})
     return outcome
 
 

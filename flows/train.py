@@ -1,6 +1,9 @@
 """Train: raw data -> validated, versioned snapshot -> Optuna sweep -> evaluated model -> gated @champion.
 
-Run it with no arguments for the demo data: `python flows/train.py`.
+python flows/train.py                                        # the demo data
+python flows/train.py --data-uri customers.csv --target churned --task-type binary
+python flows/train.py --spec models/customers.yaml           # the same parameters from a YAML file
+python flows/train.py --help                                 # every parameter
 """
 
 from __future__ import annotations
@@ -22,15 +25,18 @@ from prefect import flow
 from pydantic import BaseModel, Field, model_validator
 
 from tasks import demo
+from tasks.model import families
+from tasks.model.contract import Label
 from tasks.model.gate import GatePolicy
 from tasks.model.metrics import TaskType
+from tasks.ops import cli
 from tasks.ops.shell import shell_run
 from tasks.settings import Settings, get_settings
 from tasks.steps import runs
 from tasks.steps import train as steps
 from tasks.steps.retries import step
 from tasks.steps.train import TrainPlan
-from tasks.store import registry
+from tasks.store import registry, storage
 from tasks.store.data import split
 
 
@@ -44,11 +50,26 @@ class TrainParams(BaseModel):
     dataset_name: str | None = Field(None, description="Name the data versions are kept under; default from the file.")
     target: str | None = Field(None, description="The column to predict; required with data_uri.")
     task_type: TaskType = "binary"
+    positive_class: Label | None = Field(
+        None, description="Binary tasks: the class whose probability is scored; default the last in sorted order."
+    )
+    drop_missing_target: bool = Field(
+        False, description="Train without rows whose target is missing, instead of refusing the data."
+    )
     id_columns: list[str] | None = Field(None, description="Columns that identify rows and are never features.")
     timestamp_column: str | None = None
     demo_rows: int = Field(5000, ge=100)
     demo_seed: int = 42
     demo_drift: float = Field(0.0, ge=0, le=1)
+    families: list[str] = Field(
+        list(families.DEFAULT_FAMILIES),
+        min_length=1,
+        description="Model families the sweep chooses from: linear, random_forest, hist_gradient_boosting, "
+        "xgboost, lightgbm, or a family of your own (see plugins).",
+    )
+    plugins: list[str] = Field(
+        default_factory=list, description="Modules to import first: each registers model families of its own."
+    )
     n_trials: int = Field(30, ge=1)
     n_jobs: int = Field(1, ge=1, description="Trials run in parallel threads in this process.")
     timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
@@ -85,9 +106,10 @@ class TrainResult(BaseModel):
 
 
 @flow(name="train", log_prints=True)
-def train(params: TrainParams | None = None) -> TrainResult:
-    params = params or TrainParams()
+def train(params: TrainParams | None = None, spec: str | None = None) -> TrainResult:
+    """`spec`: a YAML spec file (local or s3://) of these parameters; fields set in `params` override it."""
     settings = get_settings()
+    params = from_spec(spec, params, settings) if spec else (params or TrainParams())
     plan = plan_for(params, settings)
     client = registry.connect(settings, plan.experiment_name)
 
@@ -98,12 +120,12 @@ def train(params: TrainParams | None = None) -> TrainResult:
     else:
         raw, source = steps.load_file(params.data_uri, settings), params.data_uri
         schema = steps.dataset_schema(raw, source, plan, settings)
-    accepted = steps.validate(raw, schema, source, plan)
+    accepted, dropped = steps.validate(raw, schema, source, plan)
 
     # 2. version the accepted data by content hash; hold out rows by their key; what the model will be
     version = steps.snapshot(accepted, plan.dataset, schema, settings)
     train_rows, test_rows = split(accepted, plan.test_size, list(plan.id_columns))
-    contract = steps.contract_for(plan, schema, accepted, version)
+    contract = steps.contract_for(plan, schema, accepted, version, dropped)
 
     # 3. the parent run, after settling what a killed run left behind
     runs.close_abandoned(client, plan.model_name, plan.experiment_name)
@@ -135,8 +157,16 @@ def train(params: TrainParams | None = None) -> TrainResult:
     )
 
 
+def from_spec(spec: str, params: TrainParams | None, settings: Settings) -> TrainParams:
+    text = storage.read_bytes(spec, settings).decode()
+    return cli.with_spec(TrainParams, text, params.model_dump(exclude_unset=True) if params else {})
+
+
 def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
     """The parameters resolved: names, columns and the demo's defaults where no data was given."""
+    families.load_plugins(params.plugins)
+    for family in params.families:
+        families.get(family)  # an unknown name fails here, before any data is read
     if params.is_demo:
         dataset = params.dataset_name or demo.DATASET
         model_name = demo.model_name(params.model_name, settings.model_name)
@@ -162,6 +192,10 @@ def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
         timeout_s=params.timeout_s,
         optuna_storage=params.optuna_storage,
         study_name=params.study_name,
+        positive_class=params.positive_class,
+        drop_missing_target=params.drop_missing_target,
+        families=tuple(params.families),
+        plugins=tuple(params.plugins),
     )
 
 
@@ -170,8 +204,14 @@ def load_demo(rows: int, seed: int, drift: float) -> pd.DataFrame:
     return demo.generate(n_rows=rows, seed=seed, drift=drift)
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> TrainResult:
+    params = cli.parse(TrainParams, argv, description=__doc__)
     with shell_run():
-        result = train()
+        result = train(params)
     verdict = "promoted to @champion" if result.promoted else "not promoted"
     print(f"{result.model_name} v{result.model_version} {verdict}: {'; '.join(result.reasons)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -18,8 +18,10 @@ import asyncio
 import hmac
 import json
 import os
+import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import orjson
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
@@ -36,9 +38,15 @@ from tasks.runtime.validation import Columns, RequestValidationError
 
 
 class ServeConfig(BaseModel):
-    """Application arguments (the `args:` block of serving/config.yaml)."""
+    """Application arguments (the `args:` block of serving/config.yaml); a misspelt key is refused."""
 
-    model_name: str | None = Field(None, description="Registered model; default TABLOOP_MODEL_NAME, else the demo's.")
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(
+        default_factory=list,
+        description="Registered models to serve, each at /models/<name>/predict; the first also at /predict. "
+        "Default: TABLOOP_MODEL_NAME, else the demo's model.",
+    )
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
     mode: Mode = Field(
@@ -65,26 +73,15 @@ class ServeConfig(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="Overrides of TABLOOP_* settings.")
 
 
+# The OpenAPI document and its UI are routes of the service: they describe each served model's own contract.
 api = FastAPI(
     title="tabloop model API",
-    description="Predictions from the registered @champion, validated against its training schema.",
+    description="Predictions from each served model's @champion, validated against its training schema.",
+    openapi_url=None,
+    docs_url=None,
+    redoc_url=None,
 )
-
-RECORDS_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "oneOf": [
-                        {"type": "array", "items": {"type": "object"}, "minItems": 1},
-                        {"type": "object"},
-                    ]
-                },
-            }
-        },
-    }
-}
+NOT_READY = {503: {"description": "No version of the model is loaded yet"}}
 
 
 class AsciiJSONResponse(JSONResponse):
@@ -102,9 +99,15 @@ class FastJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
+LONG_NUMBER = re.compile(rb"\d{17,}")  # more digits than a float64 holds exactly
+
+
 def parse_json(body: bytes) -> Any:
-    """orjson for speed; what it refuses (integers beyond 64 bits, NaN, lone surrogates, deep nesting) goes
-    to the standard parser, so such values still reach validation and get a field-level answer."""
+    """orjson for speed; what it refuses (NaN, lone surrogates, deep nesting) goes to the standard parser, so
+    such values still reach validation and get a field-level answer. So does a body with very long numbers:
+    orjson reads an integer beyond 64 bits as a rounded float, which could slip under a bound it is over."""
+    if LONG_NUMBER.search(body):
+        return json.loads(body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -113,6 +116,18 @@ def parse_json(body: bytes) -> Any:
 
 def _error(status: int, message: str, request_id: str, **extra: Any) -> JSONResponse:
     return AsciiJSONResponse({"error": message, "request_id": request_id, **extra}, status_code=status)
+
+
+@dataclass
+class Served:
+    """One model the app serves: its @champion and, in A/B or shadow mode, its @challenger."""
+
+    name: str
+    slots: dict[str, Any]  # variant -> AliasSlot
+
+    @property
+    def champion(self) -> Any:
+        return self.slots["champion"]
 
 
 @serve.deployment(name="model", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
@@ -127,11 +142,16 @@ class ModelService:
 
         self.config = ServeConfig(**config)
         settings = get_settings(**self.config.settings)
-        name = demo.model_name(self.config.model_name, settings.model_name)
+        names = self.config.models or [demo.model_name(configured=settings.model_name)]
         poll = self.config.poll_interval_s
-        self.slots = {"champion": AliasSlot(settings, name, self.config.champion_alias, poll)}
+        variants = {"champion": self.config.champion_alias}
         if self.config.mode != "champion":
-            self.slots["challenger"] = AliasSlot(settings, name, self.config.challenger_alias, poll)
+            variants["challenger"] = self.config.challenger_alias
+        self.served = {
+            name: Served(name, {v: AliasSlot(settings, name, alias, poll) for v, alias in variants.items()})
+            for name in dict.fromkeys(names)
+        }
+        self.default = next(iter(self.served))
         token = os.environ.get(self.config.api_token_env, "")
         self.token = token.encode() if token else None
         self.log = None
@@ -143,44 +163,107 @@ class ModelService:
         self.predict_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.requests = metrics.Counter(
             "tabloop_requests",
-            description="Prediction requests by model version, variant and outcome.",
-            tag_keys=("model_version", "variant", "outcome"),
+            description="Prediction requests by model, version, variant and outcome.",
+            tag_keys=("model", "model_version", "variant", "outcome"),
         )
         self.records = metrics.Counter(
             "tabloop_predicted_records",
-            description="Records scored, by model version and variant.",
-            tag_keys=("model_version", "variant"),
+            description="Records scored, by model, version and variant.",
+            tag_keys=("model", "model_version", "variant"),
         )
         self.latency = metrics.Histogram(
             "tabloop_predict_latency_ms",
             description="Time from request parsed to predictions ready.",
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
-            tag_keys=("variant",),
+            tag_keys=("model", "variant"),
         )
 
     def check_health(self) -> None:
         """Ray restarts a replica whose alias-following thread has died."""
-        for slot in self.slots.values():
-            if not slot.alive:
-                raise RuntimeError(f"{slot.alias}: alias-following thread stopped")
+        for served in self.served.values():
+            for slot in served.slots.values():
+                if not slot.alive:
+                    raise RuntimeError(f"{served.name}@{slot.alias}: alias-following thread stopped")
 
     @api.get("/health", summary="Liveness: the process answers")
     async def health(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/ready", summary="Readiness: a model version is loaded")
+    @api.get("/ready", summary="Readiness: every served model has a version loaded", responses=NOT_READY)
     async def ready(self) -> JSONResponse:
-        slot = self.slots["champion"]
-        model = slot.current
-        state = {"ready": model is not None, "version": model.version if model else None, "error": slot.error}
-        return JSONResponse(state, status_code=200 if model is not None else 503)
+        models = {name: self._readiness(served) for name, served in self.served.items()}
+        state = {**models[self.default], "ready": all(m["ready"] for m in models.values()), "models": models}
+        return JSONResponse(state, status_code=200 if state["ready"] else 503)
 
-    @api.get("/metadata", summary="Model name, version, alias, input schema and training data version")
+    @api.get("/models/{name}/ready", include_in_schema=False)
+    async def model_ready(self, name: str) -> JSONResponse:
+        served = self.served.get(name)
+        if served is None:
+            return self._unknown(name)
+        state = self._readiness(served)
+        return JSONResponse(state, status_code=200 if state["ready"] else 503)
+
+    @api.get("/metadata", summary="The default model: version, alias, contract, traffic", responses=NOT_READY)
     async def metadata(self) -> JSONResponse:
-        slot = self.slots["champion"]
+        return self._metadata(self.served[self.default])
+
+    @api.get("/models/{name}/metadata", include_in_schema=False)
+    async def model_metadata(self, name: str) -> JSONResponse:
+        served = self.served.get(name)
+        return self._unknown(name) if served is None else self._metadata(served)
+
+    @api.post("/predict", summary="Predict with the default model for one record or a list of records")
+    async def predict(self, request: Request) -> JSONResponse:
+        return await self._predict(request, self.served[self.default])
+
+    @api.post("/models/{name}/predict", include_in_schema=False)
+    async def model_predict(self, name: str, request: Request) -> JSONResponse:
+        served = self.served.get(name)
+        return self._unknown(name) if served is None else await self._predict(request, served)
+
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        from fastapi.openapi.utils import get_openapi
+
+        from tasks.runtime.openapi import predict_operation
+
+        app = request.app
+        document = get_openapi(title=app.title, version="1", description=app.description, routes=app.routes)
+        for name, served in self.served.items():
+            model = served.champion.current
+            if model is None:
+                continue
+            operation = predict_operation(name, model.contract, self.config.max_records, f"Predict with {name}")
+            document["paths"][f"/models/{name}/predict"] = {"post": operation}
+            for route in ("ready", "metadata"):
+                get = {
+                    "summary": f"{name}: {route}",
+                    "operationId": f"{route}_{name}",
+                    "responses": {
+                        "200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "503": NOT_READY[503],
+                    },
+                }
+                document["paths"][f"/models/{name}/{route}"] = {"get": get}
+            if name == self.default:
+                document["paths"]["/predict"] = {"post": {**operation, "operationId": "predict"}}
+        return JSONResponse(document)
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self) -> Any:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        return get_swagger_ui_html(openapi_url="openapi.json", title="tabloop model API")
+
+    def _readiness(self, served: Served) -> dict[str, Any]:
+        model = served.champion.current
+        return {"ready": model is not None, "version": model.version if model else None, "error": served.champion.error}
+
+    def _metadata(self, served: Served) -> JSONResponse:
+        slot = served.champion
         if slot.current is None:
             return JSONResponse({"error": slot.error or "no version loaded yet"}, status_code=503)
-        challenger = self.slots.get("challenger")
+        challenger = served.slots.get("challenger")
         return JSONResponse(
             {
                 **slot.current.describe(),
@@ -192,44 +275,45 @@ class ModelService:
             }
         )
 
-    @api.post("/predict", summary="Predict for one record or a list of records", openapi_extra=RECORDS_BODY)
-    async def predict(self, request: Request) -> JSONResponse:
+    async def _predict(self, request: Request, served: Served) -> JSONResponse:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         if self.token is not None and not self._authorized(request):
-            return self._refuse(401, "missing or wrong bearer token", request_id)
+            return self._refuse(401, "missing or wrong bearer token", request_id, served.name)
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.config.max_body_bytes:
-            return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
+            return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id, served.name)
         body = await request.body()
         if len(body) > self.config.max_body_bytes:
-            return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id)
+            return self._refuse(413, f"body larger than {self.config.max_body_bytes} bytes", request_id, served.name)
         try:
             payload = parse_json(body)
         except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: nested too deep
-            return self._refuse(400, f"body is not valid JSON: {str(err)[:200]}", request_id)
+            return self._refuse(400, f"body is not valid JSON: {str(err)[:200]}", request_id, served.name)
         records = [payload] if isinstance(payload, dict) else payload
         if not isinstance(records, list) or not records:
-            return self._refuse(422, "expected a JSON object or a non-empty list of objects", request_id)
+            return self._refuse(422, "expected a JSON object or a non-empty list of objects", request_id, served.name)
         if len(records) > self.config.max_records:
-            return self._refuse(
-                413, f"{len(records)} records; at most {self.config.max_records} per request", request_id
-            )
+            message = f"{len(records)} records; at most {self.config.max_records} per request"
+            return self._refuse(413, message, request_id, served.name)
 
         started = time.perf_counter()
-        variant = self._variant(request, records, request_id)
-        model = self.slots[variant].current
+        variant = self._variant(served, request, records, request_id)
+        model = served.slots[variant].current
         if model is None:
-            return self._refuse(503, self.slots[variant].error or "no model version loaded yet", request_id)
+            return self._refuse(
+                503, served.slots[variant].error or "no model version loaded yet", request_id, served.name
+            )
         try:
             columns = model.validator.validate(records)
         except RequestValidationError as err:
-            self.requests.inc(tags={"model_version": model.version, "variant": variant, "outcome": "invalid"})
+            tags = {"model": model.name, "model_version": model.version, "variant": variant, "outcome": "invalid"}
+            self.requests.inc(tags=tags)
             return _error(422, "invalid records", request_id, problems=[p.as_dict() for p in err.problems])
         scored = await self.predict_batch((model, columns))
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._record(request_id, columns, model, scored, variant, elapsed_ms)
         if variant == "champion" and self.config.mode == "shadow":
-            asyncio.get_running_loop().create_task(self._shadow(records, request_id))
+            asyncio.get_running_loop().create_task(self._shadow(served, records, request_id))
         return FastJSONResponse(
             {
                 "request_id": request_id,
@@ -253,23 +337,24 @@ class ModelService:
         benchmarks/serving.py: 81 -> 172 requests/s at concurrency 32)."""
         return predict_grouped(items)
 
-    def _variant(self, request: Request, records: list[Any], request_id: str) -> str:
-        if self.config.mode != "ab" or self.slots["challenger"].current is None:
+    def _variant(self, served: Served, request: Request, records: list[Any], request_id: str) -> str:
+        if self.config.mode != "ab" or served.slots["challenger"].current is None:
             return "champion"  # no challenger loaded: the champion answers everything
-        id_columns = self.slots["champion"].current.contract.id_columns
+        id_columns = served.champion.current.contract.id_columns
         key = sticky_key(request.headers.get(self.config.sticky_header), records, id_columns, request_id)
         return choose_variant("ab", key, self.config.challenger_weight)
 
-    async def _shadow(self, records: list[Any], request_id: str) -> None:
+    async def _shadow(self, served: Served, records: list[Any], request_id: str) -> None:
         """The challenger's answer to the same records: logged as variant 'shadow', never returned."""
-        model = self.slots["challenger"].current
+        model = served.slots["challenger"].current
         if model is None:
             return
         try:
             columns = model.validator.validate(records)  # its schema may differ from the champion's
             scored = await self.predict_batch((model, columns))
         except Exception:  # a broken challenger must never touch the champion's traffic
-            self.requests.inc(tags={"model_version": model.version, "variant": "shadow", "outcome": "error"})
+            tags = {"model": model.name, "model_version": model.version, "variant": "shadow", "outcome": "error"}
+            self.requests.inc(tags=tags)
             return
         self._record(request_id, columns, model, scored, "shadow", None)
 
@@ -282,24 +367,30 @@ class ModelService:
         variant: str,
         elapsed_ms: float | None,
     ) -> None:
-        self.requests.inc(tags={"model_version": model.version, "variant": variant, "outcome": "ok"})
-        self.records.inc(len(scored), tags={"model_version": model.version, "variant": variant})
+        self.requests.inc(
+            tags={"model": model.name, "model_version": model.version, "variant": variant, "outcome": "ok"}
+        )
+        self.records.inc(len(scored), tags={"model": model.name, "model_version": model.version, "variant": variant})
         if elapsed_ms is not None:
-            self.latency.observe(elapsed_ms, tags={"variant": variant})
+            self.latency.observe(elapsed_ms, tags={"model": model.name, "variant": variant})
         if self.log is not None:
             self.log.add(model.log_columns(columns, scored, request_id=request_id, variant=variant))
 
-    def _refuse(self, status: int, message: str, request_id: str) -> JSONResponse:
-        self.requests.inc(tags={"model_version": "", "variant": "", "outcome": f"http_{status}"})
+    def _refuse(self, status: int, message: str, request_id: str, model: str) -> JSONResponse:
+        self.requests.inc(tags={"model": model, "model_version": "", "variant": "", "outcome": f"http_{status}"})
         return _error(status, message, request_id)
+
+    def _unknown(self, name: str) -> JSONResponse:
+        return _error(404, f"no model {name!r} is served here; served: {sorted(self.served)}", uuid.uuid4().hex)
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, supplied = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(supplied.encode(), self.token)
 
     def __del__(self) -> None:
-        for slot in getattr(self, "slots", {}).values():
-            slot.close()
+        for served in getattr(self, "served", {}).values():
+            for slot in served.slots.values():
+                slot.close()
         if getattr(self, "log", None) is not None:
             self.log.close()
 

@@ -64,18 +64,24 @@ class PredictionBuffer:
 
     def flush(self) -> int:
         with self._lock:
-            chunks, self._chunks, rows, self._rows = self._chunks, [], self._rows, 0
+            chunks, self._chunks, self._rows = self._chunks, [], 0
         if not chunks:
             return 0
-        try:
-            prediction_log.write(prediction_log.table_from_chunks(chunks), self.settings, self.writer)
-        except Exception as err:  # storage down: keep the rows and try again next time
-            log.warning("prediction log write failed, will retry: %s", err)
-            with self._lock:
-                self._chunks[:0] = chunks
-                self._rows += rows
-            return 0
-        return rows
+        by_model: dict[str, list[prediction_log.LogChunk]] = {}
+        for chunk in chunks:  # one table per model: their columns and prediction types differ
+            by_model.setdefault(chunk.shared["model_name"], []).append(chunk)
+        written = 0
+        for model, group in by_model.items():
+            try:
+                prediction_log.write(prediction_log.table_from_chunks(group), self.settings, self.writer)
+            except Exception as err:  # storage down: keep this model's rows and try again next time
+                log.warning("prediction log write for %s failed, will retry: %s", model, err)
+                with self._lock:
+                    self._chunks[:0] = group
+                    self._rows += sum(c.rows for c in group)
+                continue
+            written += sum(c.rows for c in group)
+        return written
 
     def _run(self) -> None:
         while not self._stop.wait(self.flush_every_s):

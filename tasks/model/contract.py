@@ -33,6 +33,7 @@ class DataLineage(BaseModel):
     digest: str
     uri: str
     rows: int | None = None
+    dropped_missing_target: int = Field(0, description="Rows left out because their target was missing.")
 
 
 class ModelContract(BaseModel):
@@ -51,6 +52,9 @@ class ModelContract(BaseModel):
     categorical: list[str]
     id_columns: list[str] = Field(default_factory=list)
     timestamp_column: str | None = None
+    excluded: dict[str, str] = Field(default_factory=dict, description="Columns that are not features, and why.")
+    family: str | None = Field(None, description="The model family of the fitted estimator (tasks/model/families).")
+    plugins: list[str] = Field(default_factory=list, description="Modules that register the family, when not ours.")
     input_schema: str = Field(description="The Pandera schema (JSON) the training data passed.")
     data: DataLineage
 
@@ -64,8 +68,10 @@ class ModelContract(BaseModel):
 
     @property
     def passthrough_columns(self) -> list[str]:
-        """Columns a request may carry beside the features (ids for A/B stickiness and label joins, the time)."""
-        return [*self.id_columns, *([self.timestamp_column] if self.timestamp_column else [])]
+        """Columns a request may carry beside the features: ids (A/B stickiness, label joins), the time, and the
+        other columns of the training data that are not features; never the target. They are logged, not scored."""
+        named = [*self.id_columns, *([self.timestamp_column] if self.timestamp_column else []), *self.excluded]
+        return [name for name in dict.fromkeys(named) if name != self.target]
 
     def to_metadata(self) -> dict[str, Any]:
         return {CONTRACT_KEY: self.model_dump(mode="json")}
@@ -81,22 +87,42 @@ def build(
     data: DataLineage,
     id_columns: list[str],
     timestamp_column: str | None,
+    positive: Any = None,
+    excluded: dict[str, str] | None = None,
+    plugins: list[str] | None = None,
 ) -> ModelContract:
-    """The contract of a model trained on `data`; the positive class follows metrics.positive_class."""
-    is_binary = task_type == "binary" and classes is not None
+    """The contract of a model trained on `data`. A binary task's positive class is `positive` when given (it
+    must be one of the classes), else the rule of metrics.positive_class."""
     return ModelContract(
         task_type=task_type,
         target=target,
         classes=classes,
-        positive_class=positive_class(classes) if is_binary else None,
+        positive_class=_positive(task_type, classes, positive, target),
         primary_metric=primary_metric(task_type),
         numeric=list(spec.numeric),
         categorical=list(spec.categorical),
         id_columns=list(id_columns),
         timestamp_column=timestamp_column,
+        excluded=dict(excluded or {}),
+        plugins=list(plugins or []),
         input_schema=schemas.schema_to_json(schema),
         data=data,
     )
+
+
+def _positive(task_type: TaskType, classes: list[Any] | None, positive: Any, target: str) -> Any:
+    if task_type != "binary" or classes is None:
+        if positive is not None:
+            raise ValueError(f"positive_class is only for binary tasks; this one is {task_type}")
+        return None
+    if positive is None:
+        return positive_class(classes)
+    if positive in classes and type(positive) is type(classes[classes.index(positive)]):
+        return positive
+    by_text = [c for c in classes if str(c) == str(positive)]  # "1" from a command line for the class 1
+    if len(by_text) == 1:
+        return by_text[0]
+    raise ValueError(f"positive_class {positive!r} is not one of the classes of {target!r}: {classes}")
 
 
 def from_metadata(metadata: dict[str, Any] | None, legacy_schema: Callable[[], str]) -> ModelContract:

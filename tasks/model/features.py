@@ -11,7 +11,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from tasks.model.schemas import column_kind
+from tasks.model.schemas import column_kind, not_a_feature
 
 
 @dataclass(frozen=True)
@@ -27,17 +27,37 @@ class FeatureSpec:
 
 
 def feature_spec(schema: pa.DataFrameSchema, target: str, exclude: tuple[str, ...] = ()) -> FeatureSpec:
+    """Numbers and booleans are numeric features, text categorical; see excluded_columns for the rest."""
+    left_out = excluded_columns(schema, target, exclude)
     numeric, categorical = [], []
     for name, column in schema.columns.items():
-        kind = column_kind(column.dtype)
-        if name == target or name in exclude or kind == "timestamp":
-            continue
-        (categorical if kind == "text" else numeric).append(name)
+        if name not in left_out:
+            (categorical if column_kind(column.dtype) == "text" else numeric).append(name)
     return FeatureSpec(tuple(numeric), tuple(categorical))
 
 
-def build_preprocessor(spec: FeatureSpec) -> ColumnTransformer:
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median", add_indicator=True)), ("scale", StandardScaler())])
+def excluded_columns(schema: pa.DataFrameSchema, target: str, exclude: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every column that does not feed the model, with the reason: the target, ids and timestamps, datetimes
+    (no date parts are derived), and columns whose schema says they are not features (id-like or free text)."""
+    reasons: dict[str, str] = {}
+    for name, column in schema.columns.items():
+        if name == target:
+            reasons[name] = "the target"
+        elif name in exclude:
+            reasons[name] = "declared as an id or timestamp column"
+        elif column_kind(column.dtype) == "timestamp":
+            reasons[name] = "a datetime: not used as a feature (derive date parts into columns of their own)"
+        elif (why := not_a_feature(column)) is not None:
+            reasons[name] = why
+    return reasons
+
+
+def build_preprocessor(spec: FeatureSpec, impute_numbers: bool = True, scale: bool = True) -> ColumnTransformer:
+    """Numbers imputed by their median with a missing-value indicator (unless the estimator takes NaN) and
+    scaled (unless it does not need it); text imputed as "missing" and one-hot encoded, unknown values ignored."""
+    steps = [("impute", SimpleImputer(strategy="median", add_indicator=True))] if impute_numbers else []
+    steps += [("scale", StandardScaler())] if scale else []
+    numeric = Pipeline(steps) if steps else "passthrough"
     categorical = Pipeline(
         [
             ("impute", SimpleImputer(strategy="constant", fill_value="missing")),

@@ -21,6 +21,7 @@ def model_card(
     data, features, target = contract.data, contract.spec.columns, contract.target
     positive = f"; positive class `{contract.positive_class!r}`" if contract.positive_class is not None else ""
     classes = f"; classes {', '.join(f'`{c!r}`' for c in contract.classes)}" if contract.classes else ""
+    left_out = "; ".join(f"`{name}` ({why})" for name, why in contract.excluded.items()) or "nothing"
     metric_rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()))
     param_rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(params.items()))
     gate = (
@@ -42,6 +43,7 @@ decision, at the volumes and on the population it was trained on.
 ## Data
 - Dataset: `{data.dataset}`, version `{data.digest}` ({data.rows} rows), snapshot `{data.uri}`
 - Features ({len(features)}): {", ".join(f"`{f}`" for f in features)}
+- Left out: {left_out}
 - Code: git commit `{git_commit}`
 
 ## Held-out metrics
@@ -61,6 +63,29 @@ Primary metric: `{contract.primary_metric}` (higher is better).
   drifts. The monitoring flow watches for that.
 - Rows that fail the training schema (unknown categories, out-of-range values) are refused, not scored.
 - Metrics come from a single held-out split; expect some variance on new data.
+"""
+
+
+def model_input_markdown(model_name: str, contract: ModelContract) -> str:
+    """Each column of the training data and its role: a numeric or categorical feature, or left out and why."""
+    kinds = {name: str(column.dtype) for name, column in contract.schema.columns.items()}
+    roles = {name: "numeric feature" for name in contract.numeric} | {
+        n: "categorical feature" for n in contract.categorical
+    }
+    rows = "\n".join(
+        f"| `{name}` | {kinds[name]} | {roles.get(name, 'left out')} | {contract.excluded.get(name, '')} |"
+        for name in kinds
+    )
+    dropped = contract.data.dropped_missing_target
+    note = f"\n{dropped} rows without a target value were left out.\n" if dropped else ""
+    return f"""# {model_name}: the model's input
+
+Target `{contract.target}` ({contract.task_type}); {len(contract.numeric)} numeric and
+{len(contract.categorical)} categorical features.
+{note}
+| column | type | role | why left out |
+|---|---|---|---|
+{rows}
 """
 
 

@@ -12,7 +12,11 @@ from pandera.errors import SchemaErrors
 
 ColumnKind = Literal["boolean", "integer", "number", "timestamp", "text"]
 MAX_CATEGORIES = 50
+ID_LIKE_SHARE = 0.9  # a text column with this share of distinct values or more names rows, it does not group them
+MAX_MAGNITUDE = 10**38  # float32 ends near 3.4e38 (XGBoost, LightGBM); an int, so big JSON integers compare exactly
+NOT_A_FEATURE = "not a feature: "  # a column description starting so keeps the column out of the model
 MAX_EXAMPLES = 5
+TARGET_MISSING = "target_not_missing"
 TABLE_CHECKS = {
     "column_in_dataframe": "required column is missing",
     "column_in_schema": "unexpected column, not in the schema",
@@ -47,7 +51,7 @@ def infer_schema(
         series = frame[name]
         nullable = bool(series.isna().any()) and name != target
         kind = column_kind(series.dtype)
-        if name == timestamp_column or kind == "timestamp":
+        if name == timestamp_column or kind == "timestamp" or (kind == "text" and name != target and _dates(series)):
             columns[name] = pa.Column("datetime64[ns]", nullable=nullable)
         elif kind == "boolean":
             columns[name] = pa.Column(bool, nullable=nullable)
@@ -56,6 +60,18 @@ def infer_schema(
         else:
             columns[name] = _text_column(series.astype("string"), nullable, force_categories=name == target)
     return pa.DataFrameSchema(columns, coerce=True, strict=True, name="inferred")
+
+
+def _dates(series: pd.Series, sample: int = 1000) -> bool:
+    """Text that is all ISO 8601 dates or times (a CSV's datetime column): a datetime, not categories."""
+    values = series.dropna().astype(str)
+    if values.empty or not values.str.contains(r"^\d{4}-\d{2}-\d{2}", regex=True).all():
+        return False
+    try:
+        parsed = pd.to_datetime(values.head(sample), format="ISO8601", errors="coerce")
+    except ValueError:  # mixed time zones: leave it text rather than guess an offset
+        return False
+    return bool(parsed.notna().all()) and getattr(parsed.dt, "tz", None) is None
 
 
 def _numeric_column(series: pd.Series, nullable: bool, is_class_target: bool) -> pa.Column:
@@ -77,7 +93,19 @@ def _text_column(series: pd.Series, nullable: bool, force_categories: bool) -> p
     categories = sorted(values.unique().tolist())
     looks_categorical = len(categories) <= MAX_CATEGORIES and len(categories) < max(2, 0.5 * len(values))
     checks = [pa.Check.isin(categories)] if (looks_categorical or force_categories) else []
-    return pa.Column(str, checks=checks, nullable=nullable)
+    description = None
+    if not force_categories and len(categories) > MAX_CATEGORIES and len(categories) >= ID_LIKE_SHARE * len(values):
+        description = (
+            f"{NOT_A_FEATURE}{len(categories)} distinct values in {len(values)} rows: an identifier or free text, "
+            "which one-hot encoding cannot generalise from"
+        )
+    return pa.Column(str, checks=checks, nullable=nullable, description=description)
+
+
+def not_a_feature(column: pa.Column) -> str | None:
+    """Why a column stays out of the model, when its description says so (inferred, or written by a user)."""
+    description = column.description or ""
+    return description.removeprefix(NOT_A_FEATURE) if description.startswith(NOT_A_FEATURE) else None
 
 
 def schema_to_json(schema: pa.DataFrameSchema) -> str:
@@ -103,6 +131,11 @@ class Problem:
             return f"{where}: {TABLE_CHECKS[self.check]}"
         shown = ", ".join(repr(e) for e in self.examples)
         rows = f"{self.rows} row{'s' if self.rows != 1 else ''}" if self.rows else "the table"
+        if self.check == TARGET_MISSING:
+            return (
+                f"{where} is the target and is missing in {rows}: fill it in, or train without those rows "
+                "(drop_missing_target=True, --drop-missing-target)"
+            )
         return f"{where}: check {self.check} failed for {rows}" + (f", e.g. {shown}" if shown else "")
 
 
@@ -127,20 +160,59 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd
     if frame.empty:
         raise DataValidationError(source, [Problem(column="", check="has_rows", rows=0)])
     try:
-        return schema.validate(frame, lazy=True)
+        return schema.validate(with_datetimes(frame, schema), lazy=True)
     except SchemaErrors as err:
         raise DataValidationError(source, summarize_failures(err.failure_cases)) from None
 
 
+def with_datetimes(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Datetime columns read as text (CSV) parsed as ISO 8601, whatever each value's precision; a value that
+    does not parse stays as it was, so validation names it."""
+    text = [
+        name
+        for name, column in schema.columns.items()
+        if column_kind(column.dtype) == "timestamp"
+        and name in frame.columns
+        and column_kind(frame[name].dtype) == "text"
+    ]
+    if not text:
+        return frame
+    frame = frame.copy()
+    for name in text:
+        parsed = pd.to_datetime(frame[name], format="ISO8601", errors="coerce")
+        frame[name] = parsed if not (parsed.isna() & frame[name].notna()).any() else frame[name]
+    return frame
+
+
 def validate_for_training(
-    frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str, target: str, task_type: str, min_class_rows: int
-) -> pd.DataFrame:
-    """The schema, then what training needs beyond it; every problem of both kinds in one report."""
-    accepted = validate(frame, schema, source)
-    problems = fitness_problems(accepted, target, task_type, min_class_rows)
+    frame: pd.DataFrame,
+    schema: pa.DataFrameSchema,
+    source: str,
+    target: str,
+    task_type: str,
+    min_class_rows: int,
+    drop_missing_target: bool = False,
+) -> tuple[pd.DataFrame, int]:
+    """The schema, then what training needs beyond it; every problem of both kinds in one report. Rows whose
+    target is missing are refused as such (named, counted), or dropped with `drop_missing_target`: returns the
+    accepted rows and how many were dropped."""
+    missing = frame[target].isna() if target in frame.columns else pd.Series(False, index=frame.index)
+    dropped = int(missing.sum()) if drop_missing_target else 0
+    if dropped:
+        frame = frame[~missing]
+    problems: list[Problem] = []
+    try:
+        accepted = validate(frame, schema, source)
+    except DataValidationError as err:
+        accepted, problems = None, err.problems
+    if missing.any() and not drop_missing_target:
+        problems = [p for p in problems if not (p.column == target and p.check == "not_nullable")]
+        problems.insert(0, Problem(column=target, check=TARGET_MISSING, rows=int(missing.sum())))
+    if accepted is not None:
+        problems += fitness_problems(accepted, target, task_type, min_class_rows)
     if problems:
         raise DataValidationError(source, problems)
-    return accepted
+    return accepted, dropped
 
 
 def summarize_failures(failure_cases: pd.DataFrame) -> list[Problem]:
@@ -180,11 +252,17 @@ def fitness_problems(frame: pd.DataFrame, target: str, task_type: str, min_class
         series = frame[name]
         if series.isna().all():
             problems.append(Problem(column=str(name), check="not_all_null", rows=len(series)))
-        elif pd.api.types.is_float_dtype(series):
-            infinite = series[np.isinf(series.to_numpy(dtype="float64", na_value=np.nan))]
+        elif pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
+            infinite = series[np.isinf(values)]
             if len(infinite):
                 examples = infinite.drop_duplicates().head(MAX_EXAMPLES).tolist()
                 problems.append(Problem(column=str(name), check="finite", rows=len(infinite), examples=examples))
+            huge = series[np.isfinite(values) & (np.abs(values) > MAX_MAGNITUDE)]
+            if len(huge):
+                examples = huge.drop_duplicates().head(MAX_EXAMPLES).tolist()
+                check = f"magnitude_at_most_{MAX_MAGNITUDE:g}"
+                problems.append(Problem(column=str(name), check=check, rows=len(huge), examples=examples))
     if target not in frame.columns or frame[target].isna().all():
         return problems
     labels = frame[target].dropna()

@@ -21,7 +21,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from tasks.model.families import fit, params_from_trial, suggest_params
+from tasks.model.families import DEFAULT_FAMILIES, fit, load_plugins, params_from_trial, suggest_params
 from tasks.model.features import FeatureSpec, model_input
 from tasks.model.metrics import TaskType, primary_score
 from tasks.settings import redact_url
@@ -47,6 +47,8 @@ class SweepConfig:
     test_size: float
     split_keys: tuple[str, ...]
     positive_class: Any = None  # binary tasks: the contract's positive class
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    plugins: tuple[str, ...] = ()  # modules that register families of a user's own
 
     @property
     def spec(self) -> FeatureSpec:
@@ -96,6 +98,7 @@ def run_trials(
 ) -> int:
     """Run trials until the study holds `config.n_trials` finished trials (across every worker).
     Returns how many trials this call ran."""
+    load_plugins(config.plugins)
     features = model_input(frame, config.spec)
     target = frame[config.target]
     worker = f"{socket.gethostname()}-{os.getpid()}"
@@ -104,7 +107,7 @@ def run_trials(
 
     def objective(trial: optuna.Trial) -> float:
         trial_runs.raise_if_failed()  # a tracking store that refuses writes stops the sweep at the next trial
-        params = suggest_params(trial)
+        params = suggest_params(trial, config.families)
         trial.set_user_attr("worker", worker)
         trial_runs.started(trial.number)
         status = RunStatus.to_string(RunStatus.FAILED)

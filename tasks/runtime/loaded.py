@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from tasks.model import contract as contracts
+from tasks.model import families
 from tasks.model.contract import ModelContract
 from tasks.model.metrics import plain
 from tasks.runtime.validation import Columns, RecordValidator, rows_in
@@ -136,10 +137,21 @@ def download_version(name: str, version: str) -> Path:
 
 
 def load_model_dir(local: Path, name: str, version: str, alias: str) -> LoadedModel:
-    model = mlflow.sklearn.load_model(str(local))
     contract = read_contract(local)
+    check_trusted_types(local, contract)
+    model = mlflow.sklearn.load_model(str(local))
     validator = RecordValidator(contract.schema, contract.spec.columns, contract.passthrough_columns)
     return LoadedModel(name, version, alias, model, validator, contract)
+
+
+def check_trusted_types(local: Path, contract: ModelContract) -> None:
+    """skops loads what the model file says to trust: refuse a file that trusts more than the registered
+    families (ours, and the plugins its contract names) ever put in a model."""
+    families.load_plugins(contract.plugins)
+    declared = mlflow.models.Model.load(str(local / "MLmodel")).flavors["sklearn"].get("skops_trusted_types") or []
+    unknown = sorted(set(declared) - families.all_trusted_types())
+    if unknown:
+        raise ValueError(f"{local}: the model asks skops to trust {unknown}, which no registered family uses")
 
 
 def read_contract(local: Path) -> ModelContract:
@@ -155,11 +167,11 @@ def input_example_records(local: Path) -> list[dict[str, Any]]:
 
 
 def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored]:
-    """Score a batch of validated requests: one frame and one model call per version present, split back."""
+    """Score a batch of validated requests: one frame and one model call per model version present, split back."""
     results: list[Scored | None] = [None] * len(items)
-    by_version: dict[str, list[int]] = {}
+    by_version: dict[tuple[str, str], list[int]] = {}
     for index, (model, _) in enumerate(items):
-        by_version.setdefault(model.version, []).append(index)
+        by_version.setdefault((model.name, model.version), []).append(index)
     for indexes in by_version.values():
         model = items[indexes[0]][0]
         scored = model.score(model.validator.frame(*(items[i][1] for i in indexes)))

@@ -45,7 +45,7 @@ def wait_for_version(url: str, version: str, wait_s: float, headers: dict[str, s
     answered, seen, problem = False, None, None
     while time.monotonic() < deadline:
         try:
-            ready = httpx.get(f"{url}/ready", headers=headers, timeout=5)
+            ready = httpx.get(f"{url}/ready", headers=headers, timeout=5)  # url: the model's own routes
         except httpx.HTTPError as err:
             problem = f"{type(err).__name__}: {err}"
         else:
@@ -106,6 +106,7 @@ def _close(a: Any, b: Any, tolerance: float) -> bool:
 def check(name: str, version: str, url: str, wait_s: float, token: str | None) -> str:
     """Raises EndpointUnavailable or ModelFailure; returns a one-line summary when the version is healthy."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{url}/models/{name}"  # every served model answers under its own name, the default one too
     wait_for_version(url, version, wait_s, headers)
     expected = expectation(name, version)
     body = served_answers(url, expected.records, headers)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
-from tasks.model.schemas import ColumnKind, column_kind
+from tasks.model.schemas import MAX_MAGNITUDE, ColumnKind, column_kind
 
 Check = Callable[[Any], str | None]  # returns a problem, or None when the value passes
 VectorCheck = Callable[[Any], bool]  # True when every present value of a column passes (numbers: a float array)
@@ -178,6 +178,8 @@ def _accept_column(rule: FieldRule, values: list[Any], checks: tuple[VectorCheck
         types.discard(type(None))
     if not types <= allowed:
         return None
+    if int in types and not all(-(2**53) <= v <= 2**53 for v in values if type(v) is int):
+        return None  # beyond float64's exact integers: the per-value checks compare them exactly
     if rule.kind == "text":
         present = [v for v in values if v is not None]
         try:
@@ -191,7 +193,7 @@ def _accept_column(rule: FieldRule, values: list[Any], checks: tuple[VectorCheck
         return None
     missing = np.isnan(column)
     present = column[~missing] if missing.any() else column
-    if np.isinf(present).any() or (missing.any() and not rule.nullable):
+    if not (np.abs(present) <= MAX_MAGNITUDE).all() or (missing.any() and not rule.nullable):  # inf too
         return None
     if rule.kind == "integer" and not np.array_equal(present, np.floor(present)):
         return None
@@ -222,6 +224,8 @@ def _type_problem(kind: str, value: Any) -> str | None:
             return "number too large"
         if not math.isfinite(as_float):
             return "expected a finite number"
+        if abs(value) > MAX_MAGNITUDE:  # the value itself: an integer's float may round down to the bound
+            return f"magnitude beyond {MAX_MAGNITUDE:g}, which the model cannot compute with"
     if kind == "number" and not is_number:
         return f"expected a number, got {type(value).__name__} {_show(value)}"
     if kind == "integer" and not (is_number and float(value).is_integer()):
@@ -232,12 +236,22 @@ def _type_problem(kind: str, value: Any) -> str | None:
         return f"expected a string, got {type(value).__name__} {_show(value)}"
     if kind == "text" and not _is_unicode(value):
         return "text is not valid Unicode (a lone surrogate escape)"
-    if kind == "timestamp":
-        try:
-            pd.Timestamp(value)
-        except (ValueError, TypeError, OverflowError):
-            return f"expected an ISO 8601 timestamp, got {_show(value)}"
+    if kind == "timestamp" and not _is_timestamp(value):
+        return f"expected an ISO 8601 timestamp (2026-12-02T10:30:00Z), got {_show(value)}"
     return None
+
+
+ISO_8601 = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|z|[+-]\d{2}:?\d{2})?$")
+
+
+def _is_timestamp(value: Any) -> bool:
+    """An ISO 8601 date or date-time (RFC 3339, or without an offset as pandas writes them) of a real day."""
+    if not isinstance(value, str) or not ISO_8601.match(value):
+        return False
+    try:
+        return not pd.isna(pd.Timestamp(value))
+    except (ValueError, OverflowError):
+        return False
 
 
 def _is_unicode(text: str) -> bool:

@@ -62,21 +62,22 @@ def load_reference(ctx: Champion, settings: Settings) -> pd.DataFrame:
         ) from None
 
 
-def state_uri(settings: Settings) -> str:
-    return storage.join(settings.storage_url, "monitoring", "state.json")
+def state_uri(settings: Settings, model: str) -> str:
+    return storage.join(settings.storage_url, "monitoring", model, "state.json")
 
 
 @step(**IO_RETRIES)
-def read_state(settings: Settings) -> dict[str, Any]:
-    uri = state_uri(settings)
+def read_state(settings: Settings, model: str) -> dict[str, Any]:
+    """Where the model's last monitoring run stopped, and when it last retrained."""
+    uri = state_uri(settings, model)
     if not storage.exists(uri, settings):
         return {"last_until": None, "retrains": []}
     return json.loads(storage.read_bytes(uri, settings))
 
 
 @step(**IO_RETRIES)
-def write_state(settings: Settings, state: dict[str, Any]) -> None:
-    storage.write_bytes(state_uri(settings), json.dumps(state, indent=2).encode(), settings)
+def write_state(settings: Settings, model: str, state: dict[str, Any]) -> None:
+    storage.write_bytes(state_uri(settings, model), json.dumps(state, indent=2).encode(), settings)
 
 
 def window(
@@ -93,10 +94,10 @@ def window(
 @step(**IO_RETRIES)
 def load_current(ctx: Champion, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
     """Predictions the champion's model served in the window (shadow answers are not traffic)."""
-    log = prediction_log.read(settings, since, until)
+    log = prediction_log.read(settings, since, until, model=ctx.name)
     if log.empty:
         return log
-    return log[(log["model_name"] == ctx.name) & (log["variant"] != "shadow")].reset_index(drop=True)
+    return log[log["variant"] != "shadow"].reset_index(drop=True)
 
 
 @step(**IO_RETRIES)
@@ -150,7 +151,7 @@ def publish_report(
 ) -> str:
     """HTML and JSON report to storage and to an MLflow monitoring run; a Prefect summary linking to it."""
     stamp = until.strftime("%Y%m%dT%H%M%SZ")
-    base = storage.join(settings.storage_url, "monitoring", "reports", stamp)
+    base = storage.join(settings.storage_url, "monitoring", ctx.name, "reports", stamp)
     experiment = client.get_experiment_by_name(settings.experiment_name or ctx.name)
     run = client.create_run(
         experiment.experiment_id,

@@ -111,6 +111,7 @@ def start_run(
             "data.uri": redact_url(data.uri),
             "data.dataset": data.dataset,
             "data.rows": str(data.rows),
+            "data.dropped_missing_target": str(data.dropped_missing_target),
             "task_type": contract.task_type,
             "target": contract.target,
             OWNER_HOST_TAG: socket.gethostname(),

@@ -20,10 +20,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from sklearn.pipeline import Pipeline
 
 from tasks.model import contract as contracts
-from tasks.model import evaluate, reports, schemas
+from tasks.model import evaluate, families, reports, schemas
 from tasks.model.contract import DataLineage, ModelContract
-from tasks.model.families import SKOPS_TRUSTED_TYPES, fit, params_from_trial
-from tasks.model.features import feature_spec, model_input
+from tasks.model.families import DEFAULT_FAMILIES, fit, params_from_trial, trusted_types
+from tasks.model.features import excluded_columns, feature_spec, model_input
 from tasks.model.gate import GateDecision, GatePolicy, decide
 from tasks.model.metrics import TaskType, class_labels
 from tasks.model.sweep import SweepConfig, create_study, run_trials
@@ -53,6 +53,10 @@ class TrainPlan:
     timeout_s: float | None = None
     optuna_storage: str | None = None
     study_name: str | None = None
+    positive_class: Any = None
+    drop_missing_target: bool = False
+    families: tuple[str, ...] = DEFAULT_FAMILIES
+    plugins: tuple[str, ...] = ()
 
     @property
     def not_features(self) -> tuple[str, ...]:
@@ -74,6 +78,8 @@ class TrainPlan:
             test_size=self.test_size,
             split_keys=self.id_columns,
             positive_class=contract.positive_class,
+            families=self.families,
+            plugins=self.plugins,
         )
 
 
@@ -103,12 +109,18 @@ def dataset_schema(raw: pd.DataFrame, source: str, plan: TrainPlan, settings: Se
 
 
 @step
-def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str, plan: TrainPlan) -> pd.DataFrame:
-    """Lazy validation; on failure, publish the report as a Prefect table before the flow ends."""
+def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str, plan: TrainPlan) -> tuple[pd.DataFrame, int]:
+    """Lazy validation; on failure, publish the report as a Prefect table before the flow ends. Returns the
+    accepted rows and how many were dropped for a missing target (when the plan says to drop them)."""
     try:
-        # each class needs a row in every fold, plus one for the held-out split
-        return schemas.validate_for_training(
-            frame, schema, source, plan.target, plan.task_type, min_class_rows=plan.cv_folds + 1
+        accepted, dropped = schemas.validate_for_training(
+            frame,
+            schema,
+            source,
+            plan.target,
+            plan.task_type,
+            min_class_rows=plan.cv_folds + 1,  # each class needs a row in every fold, plus one held out
+            drop_missing_target=plan.drop_missing_target,
         )
     except schemas.DataValidationError as err:
         create_table_artifact(
@@ -117,6 +129,9 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str, plan:
             description=f"Why {source} was rejected: nothing was trained or registered.",
         )
         raise
+    if dropped:
+        get_run_logger().warning("%d rows without a value of the target %r left out", dropped, plan.target)
+    return accepted, dropped
 
 
 @step(**IO_RETRIES)
@@ -133,21 +148,39 @@ def snapshot(frame: pd.DataFrame, dataset: str, schema: pa.DataFrameSchema, sett
     return version
 
 
+@step
 def contract_for(
-    plan: TrainPlan, schema: pa.DataFrameSchema, accepted: pd.DataFrame, version: data.DataVersion
+    plan: TrainPlan, schema: pa.DataFrameSchema, accepted: pd.DataFrame, version: data.DataVersion, dropped: int
 ) -> ModelContract:
-    """What the model of this run will be: known before it is trained, from the accepted data and its schema."""
+    """What the model of this run will be, known before it is trained: from the accepted data and its schema.
+    The columns and their roles go to the Prefect artifact `model-input`, with why each left-out one is."""
     classification = plan.task_type != "regression"
-    return contracts.build(
+    excluded = excluded_columns(schema, plan.target, exclude=plan.not_features)
+    contract = contracts.build(
         task_type=plan.task_type,
         target=plan.target,
         classes=class_labels(accepted[plan.target]) if classification else None,
         spec=feature_spec(schema, plan.target, exclude=plan.not_features),
         schema=schema,
-        data=DataLineage(dataset=version.dataset, digest=version.digest, uri=version.uri, rows=version.rows),
+        data=DataLineage(
+            dataset=version.dataset,
+            digest=version.digest,
+            uri=version.uri,
+            rows=version.rows,
+            dropped_missing_target=dropped,
+        ),
         id_columns=list(plan.id_columns),
         timestamp_column=plan.timestamp_column,
+        positive=plan.positive_class,
+        excluded=excluded,
+        plugins=list(plan.plugins),
     )
+    create_markdown_artifact(
+        reports.model_input_markdown(plan.model_name, contract),
+        key="model-input",
+        description="Which columns feed the model, and why the others do not",
+    )
+    return contract
 
 
 # --- 2. the sweep, the refit and its evaluation ------------------------------------------------------------
@@ -219,7 +252,10 @@ def fit_and_evaluate(
 def log_and_register(
     run_id: str, model_name: str, candidate: Candidate, contract: ModelContract, train: pd.DataFrame
 ) -> str:
-    """Log the whole pipeline (preprocessing inside) in the safe skops format, with its contract, and register it."""
+    """Log the whole pipeline (preprocessing inside) in the safe skops format, trusting only the types of its
+    family, with its contract (now naming the family), and register it."""
+    family = candidate.params["family"]
+    contract = contract.model_copy(update={"family": family})
     example = model_input(train.head(5), contract.spec)
     signature = infer_signature(example, candidate.model.predict(example))
     with mlflow.start_run(run_id=run_id):
@@ -229,8 +265,8 @@ def log_and_register(
             signature=signature,
             input_example=example,
             serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            pip_requirements=runtime_requirements(),  # inferring them re-imports the model: ~5 s a run
+            skops_trusted_types=trusted_types([family]),
+            pip_requirements=runtime_requirements(family),  # inferring them re-imports the model: ~5 s a run
             metadata=contract.to_metadata(),
         )
     version = mlflow.register_model(
@@ -239,10 +275,11 @@ def log_and_register(
     return str(version.version)
 
 
-def runtime_requirements() -> list[str]:
+def runtime_requirements(family: str) -> list[str]:
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("mlflow", "scikit-learn", "skops", "pandas", "numpy")]
+    names = ("mlflow", "scikit-learn", "skops", "pandas", "numpy", *families.get(family).packages)
+    return [f"{name}=={version(name)}" for name in names]
 
 
 @step(**IO_RETRIES)

@@ -1,4 +1,6 @@
-"""The prediction log: every prediction, online or batch, as Parquet under <storage>/predictions/date=YYYY-MM-DD/.
+"""The prediction log: every prediction, online or batch, as Parquet under
+<storage>/predictions/model=<name>/date=YYYY-MM-DD/ (logs written before models had their own folder sit in
+<storage>/predictions/date=YYYY-MM-DD/ and are still read).
 
 Monitoring reads it back by time window; the columns are the model's inputs as sent, so they compare directly
 with the training snapshot.
@@ -127,31 +129,40 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
 
 
 def write(rows: pa.Table, settings: Settings, writer: str = "serving") -> list[str]:
-    """Write log rows (table_from_chunks) as one Parquet file per day."""
+    """Write log rows (table_from_chunks) as one Parquet file per model and day."""
     if rows.num_rows == 0:
         return []
     # numpy day arithmetic: strftime on every row took a fifth of a serving replica's time under load
     days = rows["logged_at"].to_numpy().astype("datetime64[D]")
+    models = rows["model_name"].to_numpy(zero_copy_only=False)
     written = []
-    for day in np.unique(days):
-        part = rows.filter(pa.array(days == day))
-        name = f"{writer}-{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
-        uri = storage.join(log_root(settings), f"date={day}", name)
-        storage.write_parquet(uri, part, settings)
-        written.append(uri)
+    for model in np.unique(models):
+        for day in np.unique(days[models == model]):
+            part = rows.filter(pa.array((days == day) & (models == model)))
+            name = f"{writer}-{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+            uri = storage.join(log_root(settings), f"model={model}", f"date={day}", name)
+            storage.write_parquet(uri, part, settings)
+            written.append(uri)
     return written
 
 
-def read(settings: Settings, since: datetime | None = None, until: datetime | None = None) -> pd.DataFrame:
-    """Rows logged in [since, until), reading only the day partitions that can hold them."""
+def read(
+    settings: Settings, since: datetime | None = None, until: datetime | None = None, model: str | None = None
+) -> pd.DataFrame:
+    """Rows logged in [since, until), of one model or of all, reading only the partitions that can hold them."""
     fs, root = storage.filesystem(log_root(settings), settings)
     if not fs.exists(root):
         return pd.DataFrame(columns=LOG_COLUMNS)
     first_day = since.strftime("%Y-%m-%d") if since else ""
     last_day = until.strftime("%Y-%m-%d") if until else "9999"
+    top = sorted(fs.ls(root, detail=False))
+    folders = [d for d in top if "date=" in d.rsplit("/", 1)[-1]]  # the layout before per-model folders
+    for model_dir in (d for d in top if d.rsplit("/", 1)[-1].startswith("model=")):
+        if model is None or model_dir.rsplit("model=", 1)[-1] == model:
+            folders += sorted(fs.ls(model_dir, detail=False))
     files = [
         path
-        for day_dir in sorted(fs.ls(root, detail=False))
+        for day_dir in folders
         if first_day <= day_dir.rsplit("date=", 1)[-1] <= last_day
         for path in sorted(fs.ls(day_dir, detail=False))
         if path.endswith(".parquet")
@@ -167,6 +178,8 @@ def read(settings: Settings, since: datetime | None = None, until: datetime | No
         frame = frame[frame["logged_at"] >= pd.Timestamp(since)]
     if until is not None:
         frame = frame[frame["logged_at"] < pd.Timestamp(until)]
+    if model is not None:
+        frame = frame[frame["model_name"] == model]
     return frame.sort_values("logged_at").reset_index(drop=True)
 
 

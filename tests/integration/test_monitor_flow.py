@@ -148,7 +148,9 @@ def test_too_few_samples_and_an_empty_log_skip_with_a_reason(champion, settings)
     few = monitor(window())
     assert not few.retrain and "50 predictions in the window < min_samples 200" in few.reasons[0]
 
-    assert monitor_steps.read_state.fn(settings)["last_until"] is None, "a skipped window is read again next time"
+    assert monitor_steps.read_state.fn(settings, settings.model_name)["last_until"] is None, (
+        "a skipped window is read again next time"
+    )
 
 
 def test_missing_reference_is_a_clear_error(champion, settings):

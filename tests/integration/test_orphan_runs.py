@@ -7,9 +7,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from prefect import flow
 
 from tasks.steps import runs
+
+pytestmark = pytest.mark.integration
 
 
 def dead_pid() -> int:

@@ -130,3 +130,30 @@ def test_class_probabilities_read_numeric_columns_and_older_json_logs_alike():
     assert sorted(probabilities.columns) == ["0", "1"]
     assert list(probabilities["1"]) == [0.8, 0.1, 0.7]
     assert list(probabilities["0"]) == [0.2, 0.9, 0.3]
+
+
+def test_one_buffer_logs_several_models_each_to_its_own_folder(settings):
+    """A replica serving a classifier and a regressor: their predictions differ in type, so one table each."""
+    buffer = PredictionBuffer(settings, flush_every_s=3600, max_rows=1000, writer="test")
+    try:
+        for name, predictions, probabilities, classes in (
+            ("labels", np.array(["Yes", "No"], dtype=object), np.array([[0.2, 0.8], [0.7, 0.3]]), ["No", "Yes"]),
+            ("values", np.array([1.5, 2.5]), None, []),
+        ):
+            chunk = prediction_log.log_columns(
+                {"x": np.array([1.0, 2.0])},
+                predictions,
+                probabilities,
+                classes,
+                request_id=f"r-{name}",
+                model_name=name,
+                model_version="1",
+                variant="champion",
+            )
+            buffer.add(chunk)
+        assert buffer.flush() == 4
+    finally:
+        buffer.close()
+    assert list(prediction_log.read(settings, model="labels")["prediction"]) == ["Yes", "No"]
+    assert list(prediction_log.read(settings, model="values")["prediction"]) == [1.5, 2.5]
+    assert len(prediction_log.read(settings)) == 4

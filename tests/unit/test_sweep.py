@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import optuna
 import pandas as pd
 import pytest
 
 from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
 from tasks.demo import schema as demo_schema
 from tasks.model import schemas
-from tasks.model.families import FAMILIES, fit
+from tasks.model.families import DEFAULT_FAMILIES, fit, suggest_params
 from tasks.model.features import feature_spec
 from tasks.model.metrics import primary_score
 from tasks.model.sweep import create_study, run_trials
@@ -31,7 +32,7 @@ def test_every_trial_is_a_nested_run_with_params_and_cv_score(client, demo_sweep
     )
     assert len(children) == 5
     for run in children:
-        assert run.data.params["family"] in FAMILIES
+        assert run.data.params["family"] in DEFAULT_FAMILIES
         assert run.info.status in {"FINISHED", "KILLED"}
         assert "cv_fold_score" in run.data.metrics
     finished = [r for r in children if r.info.status == "FINISHED"]
@@ -50,27 +51,12 @@ def test_same_seed_and_data_give_the_same_best_params(demo_sweep_config, frame):
     assert best[0] == best[1]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*DEFAULT_FAMILIES, "xgboost", "lightgbm"])
 def test_fit_learns_something_for_every_family(frame, family):
     train, test = data.split(frame, 0.3, [ID_COLUMN])
     spec = feature_spec(demo_schema(), TARGET, exclude=(ID_COLUMN, TIMESTAMP_COLUMN))
-    params = {
-        "linear": {"family": family, "linear_c": 1.0},
-        "random_forest": {
-            "family": family,
-            "rf_n_estimators": 50,
-            "rf_max_depth": 6,
-            "rf_min_samples_leaf": 2,
-            "rf_max_features": 0.5,
-        },
-        "hist_gradient_boosting": {
-            "family": family,
-            "hgb_learning_rate": 0.1,
-            "hgb_max_iter": 50,
-            "hgb_max_leaf_nodes": 15,
-            "hgb_l2_regularization": 1.0,
-        },
-    }[family]
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    params = suggest_params(trial, (family,))  # a point of the family's own search space
     model = fit(train[spec.columns], train[TARGET], spec, params, "binary", seed=0)
     assert primary_score(model, test[spec.columns], test[TARGET], "binary") > 0.65
     # the preprocessing lives in the pipeline: an unseen category and a missing number still score
