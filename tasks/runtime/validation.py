@@ -178,8 +178,6 @@ def _accept_column(rule: FieldRule, values: list[Any], checks: tuple[VectorCheck
         types.discard(type(None))
     if not types <= allowed:
         return None
-    if int in types and not all(-(2**53) <= v <= 2**53 for v in values if type(v) is int):
-        return None  # beyond float64's exact integers: the per-value checks compare them exactly
     if rule.kind == "text":
         present = [v for v in values if v is not None]
         try:
@@ -193,6 +191,8 @@ def _accept_column(rule: FieldRule, values: list[Any], checks: tuple[VectorCheck
         return None
     missing = np.isnan(column)
     present = column[~missing] if missing.any() else column
+    if int in types and (np.abs(present) >= 2**53).any():
+        return None  # beyond float64's exact integers: the per-value checks compare them exactly
     if not (np.abs(present) <= MAX_MAGNITUDE).all() or (missing.any() and not rule.nullable):  # inf too
         return None
     if rule.kind == "integer" and not np.array_equal(present, np.floor(present)):
