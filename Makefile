@@ -49,7 +49,7 @@ format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-serve: setup ## serve the demo model's @champion on a local Ray: http://127.0.0.1:8000 (docs at /docs)
+serve: setup ## serve every declared model's @champion (models/) on a local Ray: http://127.0.0.1:8000/docs
 	$(BIN)/python -m serving.ray_env $(BIN)/serve run serving/config.yaml
 
 demo: setup ## the loop: serve, drifted traffic, monitor, retrain subflow, gate, hot swap

@@ -20,7 +20,7 @@ from flows.train import TrainParams, train
 from tasks import demo
 from tasks.monitoring import drift
 from tasks.monitoring.policy import MonitorPolicy, decide
-from tasks.ops import events
+from tasks.ops import events, specs
 from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
 from tasks.steps import monitor as steps
@@ -109,18 +109,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     if outcome.retrain:
         state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
         fresh = steps.fresh_training_data(reference, labelled, ctx, settings)
-        retrain = TrainParams(
-            data_uri=fresh,
-            model_name=ctx.name,
-            dataset_name=ctx.contract.data.dataset,
-            target=ctx.contract.target,
-            task_type=ctx.contract.task_type,
-            id_columns=ctx.contract.id_columns,
-            timestamp_column=ctx.contract.timestamp_column,
-            positive_class=ctx.contract.positive_class,
-            plugins=ctx.contract.plugins,
-            n_trials=params.retrain_trials,
-        )
+        retrain = retrain_params(ctx, fresh, params.retrain_trials, specs.find(ctx.name, settings))
 
     # 3. events: with retrain_via="event" the one that caused the retrain carries its parameters, and the
     # retrain-on-drift deployment (prefect.yaml) runs training; otherwise training runs here, as a subflow
@@ -143,6 +132,25 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         outcome = outcome.model_copy(update={"new_version": trained.model_version, "promoted": trained.promoted})
     steps.write_state(settings, name, {**state, "last_until": until.isoformat()})
     return outcome
+
+
+def retrain_params(ctx: steps.Champion, data_uri: str, n_trials: int, declared: TrainParams | None) -> TrainParams:
+    """Training on the fresh data: the model's declared spec (families, plugins, gate, folds), with what the
+    champion's contract says the data is; without a spec, the framework's defaults."""
+    contract = ctx.contract
+    same_data = {
+        "data_uri": data_uri,
+        "model_name": ctx.name,
+        "dataset_name": contract.data.dataset,
+        "target": contract.target,
+        "task_type": contract.task_type,
+        "id_columns": contract.id_columns,
+        "timestamp_column": contract.timestamp_column,
+        "positive_class": contract.positive_class,
+        "n_trials": n_trials,
+    }
+    spec = declared.model_dump(exclude_unset=True) if declared else {"plugins": contract.plugins}
+    return TrainParams.model_validate({**spec, **same_data})
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 python flows/train.py                                        # the demo data
 python flows/train.py --data-uri customers.csv --target churned --task-type binary
 python flows/train.py --spec models/customers.yaml           # the same parameters from a YAML file
+python flows/train.py --spec customers                       # the model declared in models/customers.yaml
 python flows/train.py --help                                 # every parameter
 """
 
 from __future__ import annotations
 
-import getpass
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,76 +22,20 @@ import scipy.special  # noqa: F401
 # isort: split
 import pandas as pd
 from prefect import flow
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel
 
 from tasks import demo
 from tasks.model import families
-from tasks.model.contract import Label
-from tasks.model.gate import GatePolicy
-from tasks.model.metrics import TaskType
-from tasks.ops import cli
+from tasks.model.spec import TrainParams
+from tasks.ops import cli, specs
 from tasks.ops.shell import shell_run
 from tasks.settings import Settings, get_settings
 from tasks.steps import runs
 from tasks.steps import train as steps
 from tasks.steps.retries import step
 from tasks.steps.train import TrainPlan
-from tasks.store import registry, storage
+from tasks.store import registry
 from tasks.store.data import split
-
-
-class TrainParams(BaseModel):
-    """What to train on and how hard to search. With no data_uri: the demo data and its defaults."""
-
-    data_uri: str | None = Field(None, description="CSV/Parquet path or s3:// URL; None generates demo data.")
-    model_name: str | None = Field(
-        None, description="Registered model and experiment; default TABLOOP_MODEL_NAME, else the dataset's name."
-    )
-    dataset_name: str | None = Field(None, description="Name the data versions are kept under; default from the file.")
-    target: str | None = Field(None, description="The column to predict; required with data_uri.")
-    task_type: TaskType = "binary"
-    positive_class: Label | None = Field(
-        None, description="Binary tasks: the class whose probability is scored; default the last in sorted order."
-    )
-    drop_missing_target: bool = Field(
-        False, description="Train without rows whose target is missing, instead of refusing the data."
-    )
-    id_columns: list[str] | None = Field(None, description="Columns that identify rows and are never features.")
-    timestamp_column: str | None = None
-    demo_rows: int = Field(5000, ge=100)
-    demo_seed: int = 42
-    demo_drift: float = Field(0.0, ge=0, le=1)
-    families: list[str] = Field(
-        list(families.DEFAULT_FAMILIES),
-        min_length=1,
-        description="Model families the sweep chooses from: linear, random_forest, hist_gradient_boosting, "
-        "xgboost, lightgbm, or a family of your own (see plugins).",
-    )
-    plugins: list[str] = Field(
-        default_factory=list, description="Modules to import first: each registers model families of its own."
-    )
-    n_trials: int = Field(30, ge=1)
-    n_jobs: int = Field(1, ge=1, description="Trials run in parallel threads in this process.")
-    timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds.")
-    cv_folds: int = Field(3, ge=2)
-    test_size: float = Field(0.2, gt=0, lt=1)
-    seed: int = 42
-    optuna_storage: str | None = Field(
-        None, description="Shared Optuna storage (sqlite:///..., postgresql://...) so sweep workers can join."
-    )
-    study_name: str | None = Field(None, description="Defaults to <model>-<data digest>-<seed>-<run>.")
-    gate: GatePolicy = Field(default_factory=GatePolicy)
-    actor: str = Field(default_factory=getpass.getuser, description="Who the audit trail names.")
-
-    @model_validator(mode="after")
-    def _target_with_data(self) -> TrainParams:
-        if self.data_uri is not None and not self.target:
-            raise ValueError("target is required with data_uri: the column the model learns to predict")
-        return self
-
-    @property
-    def is_demo(self) -> bool:
-        return self.data_uri is None
 
 
 class TrainResult(BaseModel):
@@ -107,9 +51,10 @@ class TrainResult(BaseModel):
 
 @flow(name="train", log_prints=True)
 def train(params: TrainParams | None = None, spec: str | None = None) -> TrainResult:
-    """`spec`: a YAML spec file (local or s3://) of these parameters; fields set in `params` override it."""
+    """`spec`: a YAML spec file (local or s3://) or a declared model's name; fields set in `params` override it."""
     settings = get_settings()
-    params = from_spec(spec, params, settings) if spec else (params or TrainParams())
+    overrides = params.model_dump(exclude_unset=True) if params else {}
+    params = specs.load(spec, settings, overrides) if spec else (params or TrainParams())
     plan = plan_for(params, settings)
     client = registry.connect(settings, plan.experiment_name)
 
@@ -157,11 +102,6 @@ def train(params: TrainParams | None = None, spec: str | None = None) -> TrainRe
     )
 
 
-def from_spec(spec: str, params: TrainParams | None, settings: Settings) -> TrainParams:
-    text = storage.read_bytes(spec, settings).decode()
-    return cli.with_spec(TrainParams, text, params.model_dump(exclude_unset=True) if params else {})
-
-
 def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
     """The parameters resolved: names, columns and the demo's defaults where no data was given."""
     families.load_plugins(params.plugins)
@@ -205,7 +145,7 @@ def load_demo(rows: int, seed: int, drift: float) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> TrainResult:
-    params = cli.parse(TrainParams, argv, description=__doc__)
+    params = cli.parse(TrainParams, argv, __doc__, lambda ref, flags: specs.load(ref, get_settings(), flags))
     with shell_run():
         result = train(params)
     verdict = "promoted to @champion" if result.promoted else "not promoted"

@@ -35,6 +35,7 @@ from ray import serve
 from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
 from tasks.runtime.loaded import Scored, predict_grouped
 from tasks.runtime.validation import Columns, RequestValidationError
+from tasks.settings import Settings
 
 
 class ServeConfig(BaseModel):
@@ -45,7 +46,7 @@ class ServeConfig(BaseModel):
     models: list[str] = Field(
         default_factory=list,
         description="Registered models to serve, each at /models/<name>/predict; the first also at /predict. "
-        "Default: TABLOOP_MODEL_NAME, else the demo's model.",
+        "Default: TABLOOP_MODEL_NAME, else every model declared in the models folder, else the demo's model.",
     )
     champion_alias: str = "champion"
     challenger_alias: str = "challenger"
@@ -130,19 +131,31 @@ class Served:
         return self.slots["champion"]
 
 
+def default_models(settings: Settings) -> list[str]:
+    """With no `models` in the config: TABLOOP_MODEL_NAME, else every declared model, else the demo's.
+
+    Above the deployment class: Ray Serve pickles the class when it is decorated, with the module-level names
+    defined by then."""
+    from tasks import demo
+    from tasks.ops import specs
+
+    if settings.model_name:
+        return [settings.model_name]
+    return list(specs.declared(settings)) or [demo.model_name()]
+
+
 @serve.deployment(name="model", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=128)
 @serve.ingress(api)
 class ModelService:
     def __init__(self, config: dict[str, Any]) -> None:
         from ray.serve import metrics
 
-        from tasks import demo
         from tasks.runtime.loaded import AliasSlot
         from tasks.settings import get_settings
 
         self.config = ServeConfig(**config)
         settings = get_settings(**self.config.settings)
-        names = self.config.models or [demo.model_name(configured=settings.model_name)]
+        names = self.config.models or default_models(settings)
         poll = self.config.poll_interval_s
         variants = {"champion": self.config.champion_alias}
         if self.config.mode != "champion":

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         "(the demo's model for the demo).",
     )
     experiment_name: str | None = Field(default=None, description="MLflow experiment; None: the model's name.")
+    models_dir: Path = Field(
+        default=PROJECT_ROOT / "models",
+        description="The folder of model specs (<name>.yaml): the models the server serves and flows find by name.",
+    )
     mlflow_http_max_retries: int = Field(
         default=4,
         ge=0,

@@ -88,6 +88,10 @@ def load_study(name: str, storage: str, seed: int) -> tuple[optuna.Study, SweepC
     return study, SweepConfig.from_attrs(study.user_attrs["config"])
 
 
+class OverBudget(Exception):
+    """A trial created after the budget was used up; recorded as failed, with no run, and this worker stops."""
+
+
 def run_trials(
     study: optuna.Study,
     config: SweepConfig,
@@ -96,8 +100,8 @@ def run_trials(
     timeout: float | None = None,
     logger: logging.Logger | logging.LoggerAdapter = log,
 ) -> int:
-    """Run trials until the study holds `config.n_trials` finished trials (across every worker).
-    Returns how many trials this call ran."""
+    """Run trials until the study holds `config.n_trials` trials (across every worker): the budget is the trial
+    numbers below n_trials, which the storage hands out one by one. Returns how many trials this call ran."""
     load_plugins(config.plugins)
     features = model_input(frame, config.spec)
     target = frame[config.target]
@@ -107,6 +111,9 @@ def run_trials(
 
     def objective(trial: optuna.Trial) -> float:
         trial_runs.raise_if_failed()  # a tracking store that refuses writes stops the sweep at the next trial
+        if trial.number >= config.n_trials:  # workers asked at the same moment: the storage numbered this one last
+            study.stop()
+            raise OverBudget(f"trial {trial.number}: the study's {config.n_trials} trials are all taken")
         params = suggest_params(trial, config.families)
         trial.set_user_attr("worker", worker)
         trial_runs.started(trial.number)
@@ -121,15 +128,15 @@ def run_trials(
         finally:
             trial_runs.finished(trial.number, params, trial.user_attrs.get("fold_scores", []), status)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress line replaces its per-trial INFO
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress line replaces its per-trial INFO
     try:
         study.optimize(
             objective,
             n_trials=config.n_trials,
             n_jobs=n_jobs,
             timeout=timeout,
-            callbacks=[MaxTrialsCallback(config.n_trials, states=finished), _progress(config.n_trials, logger)],
+            catch=(OverBudget,),
+            callbacks=[MaxTrialsCallback(config.n_trials, states=None), _progress(config.n_trials, logger)],
             gc_after_trial=False,
         )
     except BaseException:
@@ -231,6 +238,8 @@ def cross_validate(
 
 def _progress(total: int, logger: logging.Logger | logging.LoggerAdapter):
     def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number >= total:  # over budget (OverBudget): not a trial of the sweep
+            return
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         value = f"{trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
         try:

@@ -1,6 +1,7 @@
 """Command lines generated from a flow's pydantic parameters: one flag per field, or a YAML spec file of them.
 
     python flows/train.py --spec models/customers.yaml --n-trials 50     # flags override the file
+    python flows/train.py --spec customers                               # the declared model of that name
 
 The flags and `--help` come from the same model Prefect validates, so the shell, Python and deployments
 accept exactly the same parameters.
@@ -12,6 +13,7 @@ import argparse
 import json
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -21,9 +23,14 @@ from pydantic import BaseModel, ValidationError
 Params = TypeVar("Params", bound=BaseModel)
 
 
+SpecLoader = Callable[[str, dict[str, Any]], Any]
+
+
 def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> None:
-    """`--spec FILE` and one `--field-name` per field; only flags given on the command line are used."""
-    parser.add_argument("--spec", type=Path, help="YAML file with these parameters as keys; flags override it")
+    """`--spec` and one `--field-name` per field; only flags given on the command line are used."""
+    parser.add_argument(
+        "--spec", help="a YAML file of these parameters, or a declared model's name (models/<name>.yaml); flags win"
+    )
     for name, field in model.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = "" if field.is_required() else f" (default: {_shown(field.get_default(call_default_factory=True))})"
@@ -31,22 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]) -> No
         parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=text, **_argument(field.annotation))
 
 
-def parse(model: type[Params], argv: list[str] | None, description: str | None = None) -> Params:
-    """The parameters from the spec file, overridden by flags; a clear message (exit 2) when they do not validate."""
+def parse(
+    model: type[Params], argv: list[str] | None, description: str | None = None, load_spec: SpecLoader | None = None
+) -> Params:
+    """The parameters from the spec, overridden by flags; a clear message (exit 2) when they do not validate.
+
+    `load_spec(ref, flags)` reads what `--spec` names; by default `ref` is a YAML file of parameters."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser, model)
     given = vars(parser.parse_args(argv))
     spec = given.pop("spec", None)
     try:
-        return with_spec(model, spec.read_text() if spec is not None else None, given)
-    except (ValueError, ValidationError) as err:
+        if spec is None:
+            return model.model_validate(given)
+        if load_spec is not None:
+            return load_spec(spec, given)
+        return with_spec(model, yaml.safe_load(Path(spec).read_text()), given)
+    except (OSError, ValueError, ValidationError) as err:
         parser.error(describe(err))
         raise  # parser.error exits; this keeps type checkers satisfied
 
 
-def with_spec(model: type[Params], spec_yaml: str | None, overrides: dict[str, Any]) -> Params:
-    """The parameters a spec file (YAML: parameter names as keys) declares, with `overrides` winning."""
-    declared = yaml.safe_load(spec_yaml) if spec_yaml else {}
+def with_spec(model: type[Params], declared: Any, overrides: dict[str, Any]) -> Params:
+    """The parameters a spec (parsed YAML: parameter names as keys) declares, with `overrides` winning."""
+    declared = declared or {}
     if not isinstance(declared, dict):
         raise ValueError("a spec is a YAML mapping of parameter names to values")
     unknown = sorted(set(declared) - set(model.model_fields))

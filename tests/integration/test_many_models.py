@@ -86,23 +86,38 @@ def two_models(prefect_server, tmp_path_factory) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("many")
     members(600, seed=1).to_csv(root / "members.csv", index=False)
     prices(500, seed=2).to_parquet(root / "prices.parquet", index=False)
-    spec = {
+    # both declared in a models folder; members trained by its name, prices from flags (its spec says the same)
+    members_spec = {
         "data_uri": str(root / "members.csv"),
-        "model_name": "members",
         "target": "renewed",
         "task_type": "binary",
         "families": ["xgboost", "lightgbm"],
         "n_trials": 4,
         "cv_folds": 2,
     }
-    (root / "members.yaml").write_text(yaml.safe_dump(spec))
-    env = {"TABLOOP_STORAGE_URL": str(root / "storage"), "TABLOOP_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}"}
+    prices_spec = {
+        "data_uri": str(root / "prices.parquet"),
+        "target": "price",
+        "task_type": "regression",
+        "id_columns": ["flat_id"],
+        "families": ["linear", "hist_gradient_boosting"],
+        "n_trials": 3,
+        "cv_folds": 2,
+    }
+    (root / "models").mkdir()
+    (root / "models" / "members.yaml").write_text(yaml.safe_dump(members_spec))
+    (root / "models" / "prices.yaml").write_text(yaml.safe_dump(prices_spec))
+    env = {
+        "TABLOOP_STORAGE_URL": str(root / "storage"),
+        "TABLOOP_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
+        "TABLOOP_MODELS_DIR": str(root / "models"),
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("TABLOOP_MODEL_NAME", raising=False)
         patch.delenv("TABLOOP_EXPERIMENT_NAME", raising=False)
         for key, value in ray_serve_env(env).items():
             patch.setenv(key, value)
-        first = main(["--spec", str(root / "members.yaml")])
+        first = main(["--spec", "members"])
         flags = "--target price --task-type regression --id-columns flat_id --n-trials 3 --cv-folds 2"
         families = "--families linear hist_gradient_boosting"
         second = main(["--data-uri", str(root / "prices.parquet"), *flags.split(), *families.split()])
@@ -117,7 +132,7 @@ def two_models(prefect_server, tmp_path_factory) -> Iterator[dict]:
             log_to_driver=False,
         )
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        args = {"models": ["members", "prices"], "poll_interval_s": 0.5, "log_flush_s": 0.5, "max_records": 50}
+        args = {"poll_interval_s": 0.5, "log_flush_s": 0.5, "max_records": 50}  # serves every declared model
         serve.run(build_app(args), name="many", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 120

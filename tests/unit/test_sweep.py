@@ -7,6 +7,7 @@ import dataclasses
 import optuna
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
 from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
 from tasks.demo import schema as demo_schema
@@ -99,3 +100,20 @@ def test_a_tracking_store_that_refuses_trial_runs_stops_the_sweep(demo_sweep_con
     with pytest.raises(RuntimeError, match="could not record trials in MLflow"):
         run_trials(study, config, frame)
     assert len(study.trials) < 6, "the sweep stopped instead of training trials nobody can see"
+
+
+def test_a_worker_that_asks_after_the_budget_is_taken_runs_nothing(client, demo_sweep_config, frame):
+    """The race between workers, made deterministic: another worker holds the last trial numbers (running), so
+    the trial this worker is handed is over the budget. It is recorded as failed, gets no MLflow run, and the
+    worker stops instead of training an extra trial."""
+    config = demo_sweep_config(n_trials=3)
+    study = create_study("taken", None, config.seed, config)
+    held = [study.ask() for _ in range(3)]  # numbers 0-2, still running elsewhere
+    run_trials(study, config, frame)
+    assert [t.number for t in held] == [0, 1, 2]
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: TrialState.RUNNING, 1: TrialState.RUNNING, 2: TrialState.RUNNING, 3: TrialState.FAIL}
+    children = client.search_runs(
+        [config.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{config.parent_run_id}'"
+    )
+    assert children == []
