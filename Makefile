@@ -14,7 +14,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export DO_NOT_TRACK ?= true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test test-fast lint format serve demo monitor up down stack-status deploy worker mlflow-ui prefect-ui bench clean
+.PHONY: help setup run test test-fast lint k8s format serve demo monitor up down stack-status deploy worker mlflow-ui prefect-ui bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,10 +40,16 @@ test: setup lint ## lint, the fast tier, then the integration tier (real Prefect
 test-fast: setup lint ## lint and the unit tests only: no servers, about two minutes
 	$(BIN)/python -m pytest -m "not integration"
 
-lint: setup ## ruff lint and format check, and the import direction (import-linter contracts in pyproject.toml)
+lint: setup ## ruff, the import direction (import-linter), the Dockerfile (hadolint), the CI template, k8s manifests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows templates/github/workflows/tabloop.yml
+	$(BIN)/python deployments/kubernetes.py --check
+
+k8s: setup ## regenerate deployments/k8s/ from serving/config.yaml (RayService) and the Prefect job template
+	$(BIN)/python deployments/kubernetes.py
 
 format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

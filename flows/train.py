@@ -4,11 +4,13 @@ python flows/train.py                                        # the demo data
 python flows/train.py --data-uri customers.csv --target churned --task-type binary
 python flows/train.py --spec models/customers.yaml           # the same parameters from a YAML file
 python flows/train.py --spec customers                       # the model declared in models/customers.yaml
+python flows/train.py --spec churn --report report.md         # also write the gate decision and model card
 python flows/train.py --help                                 # every parameter
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python flows
 import scipy.special  # noqa: F401
 
 # isort: split
+import mlflow
 import pandas as pd
 from prefect import flow
 from pydantic import BaseModel
@@ -145,12 +148,26 @@ def load_demo(rows: int, seed: int, drift: float) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> TrainResult:
-    params = cli.parse(TrainParams, argv, __doc__, lambda ref, flags: specs.load(ref, get_settings(), flags))
+    shell = argparse.ArgumentParser(add_help=False)
+    shell.add_argument("--report", type=Path, help="also write the gate decision and the model card (Markdown)")
+    options, rest = shell.parse_known_args(argv)
+    params = cli.parse(TrainParams, rest, __doc__, lambda ref, flags: specs.load(ref, get_settings(), flags))
     with shell_run():
         result = train(params)
     verdict = "promoted to @champion" if result.promoted else "not promoted"
     print(f"{result.model_name} v{result.model_version} {verdict}: {'; '.join(result.reasons)}")
+    if options.report is not None:
+        options.report.write_text(report(result, get_settings()))
     return result
+
+
+def report(result: TrainResult, settings: Settings) -> str:
+    """The gate decision and the model card, e.g. for a pull-request comment (templates/github/)."""
+    registry.connect(settings)
+    card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
+    verdict = "promoted to `@champion`" if result.promoted else "**not promoted**"
+    reasons = "\n".join(f"- {reason}" for reason in result.reasons)
+    return f"## {result.model_name} v{result.model_version}: {verdict}\n\n{reasons}\n\n{card}\n"
 
 
 if __name__ == "__main__":

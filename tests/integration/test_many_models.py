@@ -117,7 +117,7 @@ def two_models(prefect_server, tmp_path_factory) -> Iterator[dict]:
         patch.delenv("TABLOOP_EXPERIMENT_NAME", raising=False)
         for key, value in ray_serve_env(env).items():
             patch.setenv(key, value)
-        first = main(["--spec", "members"])
+        first = main(["--spec", "members", "--report", str(root / "members-report.md")])
         flags = "--target price --task-type regression --id-columns flat_id --n-trials 3 --cv-folds 2"
         families = "--families linear hist_gradient_boosting"
         second = main(["--data-uri", str(root / "prices.parquet"), *flags.split(), *families.split()])
@@ -167,6 +167,8 @@ def test_each_model_was_trained_under_its_own_name_with_its_own_contract(two_mod
     assert members_contract.family in {"xgboost", "lightgbm"}
     assert "member_name" in members_contract.excluded and "joined" in members_contract.excluded
     assert set(members_contract.spec.columns) == {"visits", "spend", "plan", "active"}
+    report = (two_models["root"] / "members-report.md").read_text()  # what the CI template posts on a pull request
+    assert report.startswith("## members v1: promoted to `@champion`") and "positive class `'Yes'`" in report
     prices_contract = registry.load_contract("prices", "1")
     assert prices_contract.task_type == "regression" and prices_contract.data.dataset == "prices"
     for name in ("members", "prices"):
