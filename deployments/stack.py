@@ -7,13 +7,16 @@
 
 What `up` starts (logs and pid files under .storage/stack/, or TABLOOP_STACK_STATE_DIR):
   s3       moto in server mode, the S3 API behind bucket `tabloop` (in memory: its contents go at `down`)
-  prefect  a Prefect server; SQLite, or PostgreSQL when PREFECT_SERVER_DATABASE_CONNECTION_URL is set
-  mlflow   an MLflow tracking server: registry in SQLite (or TABLOOP_STACK_MLFLOW_BACKEND_URI),
-           artifacts proxied into s3://tabloop/mlartifacts
+  prefect  a Prefect server
+  mlflow   an MLflow tracking server, artifacts proxied into s3://tabloop/mlartifacts
   ray      a Ray head node running the Ray Serve app of serving/config.yaml (TABLOOP_STACK_SERVE=false: none)
   worker   a process worker on the tabloop-process pool
 and then applies prefect.yaml and the automations (deployments/apply.py). Every process gets the same
 TABLOOP_* settings, so data snapshots, reports, prediction logs and alerts live in s3://tabloop/storage.
+
+Databases: SQLite files in the state folder, or with TABLOOP_DATABASE_URL=postgresql://user@host:5432 one
+PostgreSQL server holding Prefect's, MLflow's and the shared Optuna storage's own databases (tabloop_prefect,
+tabloop_mlflow, tabloop_optuna; the prefix is TABLOOP_STACK_DATABASE_PREFIX), created when missing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import yaml
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -44,6 +48,9 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))  # run as a script: `python deployments/stack.py up`
 
 from serving.ray_env import ray_serve_env  # noqa: E402
+from tasks.store import databases  # noqa: E402
+
+DATABASE_SETTING = "TABLOOP_DATABASE_URL"
 
 
 class StackSettings(BaseSettings):
@@ -64,7 +71,23 @@ class StackSettings(BaseSettings):
     bucket: str = "tabloop"
     serve: bool = True
     mlflow_backend_uri: str | None = None
+    database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices(DATABASE_SETTING),
+        description="A PostgreSQL server for Prefect, MLflow and Optuna, each in its own database; None: SQLite.",
+    )
+    database_prefix: str = "tabloop"
     start_timeout_s: float = 180
+
+    def database(self, store: str, driver: str | None = None) -> str | None:
+        """The URL of one store's PostgreSQL database (prefect, mlflow, optuna), or None on SQLite."""
+        if self.database_url is None:
+            return None
+        return databases.database_url(self.database_url, f"{self.database_prefix}_{store}", driver)
+
+    @property
+    def database_names(self) -> list[str]:
+        return [f"{self.database_prefix}_{store}" for store in STORES] if self.database_url else []
 
     @property
     def s3_url(self) -> str:
@@ -91,9 +114,14 @@ class StackSettings(BaseSettings):
         return self.state_dir / "ray-auth-token"
 
 
+STORES = ("prefect", "mlflow", "optuna")
+
+
 def client_env(stack: StackSettings) -> dict[str, str]:
     """What a process needs to work against the stack: the same for the worker, Ray and your shell."""
+    optuna = stack.database("optuna", "psycopg2")
     return {
+        **({"TABLOOP_OPTUNA_STORAGE": optuna} if optuna else {}),
         "PREFECT_API_URL": stack.prefect_api_url,
         "TABLOOP_STORAGE_URL": f"s3://{stack.bucket}/storage",
         "TABLOOP_S3_ENDPOINT_URL": stack.s3_url,
@@ -139,14 +167,19 @@ def answers(url: str) -> Callable[[], bool]:
 def services(stack: StackSettings) -> list[Service]:
     """In start order; `down` stops them in reverse."""
     state = stack.state_dir
-    mlflow_backend = stack.mlflow_backend_uri or f"sqlite:///{state / 'mlflow.db'}"
+    mlflow_backend = stack.mlflow_backend_uri or stack.database("mlflow") or f"sqlite:///{state / 'mlflow.db'}"
+    prefect_database = stack.database("prefect", "asyncpg")
     found: list[Service] = [
         Service("s3", [str(BIN / "moto_server"), "-H", stack.host, "-p", str(stack.s3_port)], answers(stack.s3_url)),
         Service(
             "prefect",
             [str(BIN / "prefect"), "server", "start", "--host", stack.host, "--port", str(stack.prefect_port)],
             answers(f"{stack.prefect_api_url}/health"),
-            env={"PREFECT_HOME": str(state / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            env={
+                "PREFECT_HOME": str(state / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                **({"PREFECT_SERVER_DATABASE_CONNECTION_URL": prefect_database} if prefect_database else {}),
+            },
         ),
         Service(
             "mlflow",
@@ -159,14 +192,16 @@ def services(stack: StackSettings) -> list[Service]:
                 str(stack.mlflow_port),
                 "--workers",
                 "1",
-                "--backend-store-uri",
-                mlflow_backend,
                 "--artifacts-destination",
                 f"s3://{stack.bucket}/mlartifacts",
             ],
             answers(f"{stack.mlflow_url}/health"),
             # one worker and no job runner: 2 processes and ~0.5 GB instead of 10 and ~2 GB (STACK.md)
-            env={"MLFLOW_S3_ENDPOINT_URL": stack.s3_url, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            env={
+                "MLFLOW_S3_ENDPOINT_URL": stack.s3_url,
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "MLFLOW_BACKEND_STORE_URI": mlflow_backend,  # not in the command line: it may hold a password
+            },
         ),
     ]
     if stack.serve:
@@ -380,6 +415,15 @@ def up(stack: StackSettings) -> None:
             print(f"{name:8} {'started' if name in fresh else 'already running'}")
 
     ray_token(stack)
+    if stack.database_url:  # before anything starts: an unreachable server fails here, in seconds
+        try:
+            created = databases.ensure_databases(stack.database_url, stack.database_names, DATABASE_SETTING)
+        except databases.DatabaseUnavailable as err:
+            raise SystemExit(str(err)) from None
+        print(
+            f"postgres databases {', '.join(stack.database_names)}"
+            + (f" (created {', '.join(created)})" if created else "")
+        )
     ensure(["s3"])
     ensure_bucket(stack, env)
     ensure([n for n in ("prefect", "mlflow", "ray") if n in by_name])
@@ -421,6 +465,8 @@ def describe(stack: StackSettings) -> str:
         f"MLflow UI    {stack.mlflow_url}",
         f"S3 API       {stack.s3_url} (bucket {stack.bucket})",
     ]
+    if stack.database_url:
+        lines.append(f"PostgreSQL   {databases.redact_url(stack.database_url)}: {', '.join(stack.database_names)}")
     if stack.serve:
         lines += [f"Model API    {stack.serve_url}/docs", f"Ray UI       {stack.ray_dashboard_url}"]
     lines.append('Shell        eval "$(python deployments/stack.py env)"')

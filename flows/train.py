@@ -133,7 +133,7 @@ def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
         seed=params.seed,
         n_jobs=params.n_jobs,
         timeout_s=params.timeout_s,
-        optuna_storage=params.optuna_storage,
+        optuna_storage=params.optuna_storage or settings.optuna_storage,
         study_name=params.study_name,
         positive_class=params.positive_class,
         drop_missing_target=params.drop_missing_target,

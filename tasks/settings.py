@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         "(the demo's model for the demo).",
     )
     experiment_name: str | None = Field(default=None, description="MLflow experiment; None: the model's name.")
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Shared Optuna storage for sweeps that name none (postgresql://...); None: in memory, "
+        "or the sweep's own optuna_storage.",
+    )
     models_dir: Path = Field(
         default=PROJECT_ROOT / "models",
         description="The folder of model specs (<name>.yaml): the models the server serves and flows find by name.",

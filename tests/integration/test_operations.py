@@ -1,6 +1,8 @@
 """Operations on the real local stack, started and stopped with `deployments/stack.py` like users do: moto's S3
 server, a Prefect server, an MLflow tracking server with its artifacts in that S3, a Ray head serving the model
 API, and a process worker. Deployed with `prefect deploy --all` and the automations, then driven over HTTP.
+Every test runs on the stack with Prefect, MLflow and Optuna in the machine's PostgreSQL (databases made for
+the test and dropped after it); the SQLite stack (no TABLOOP_DATABASE_URL) keeps its own test of the same path.
 
 Nothing is mocked. The only stand-in is the alert webhook: a small HTTP receiver in this test plays Slack."""
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SMALL = json.dumps({"demo_rows": 600, "n_trials": 2, "cv_folds": 2})
 SERVICES = ("s3", "prefect", "mlflow", "ray", "worker")
+POSTGRES = os.environ.get("TABLOOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 
 
 def free_port() -> int:
@@ -43,6 +47,8 @@ class Stack:
     serve_url: str
     s3_url: str
     state_dir: Path
+    backend: str  # postgresql | sqlite
+    database_prefix: str | None = None
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -116,8 +122,11 @@ class Webhook(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["postgresql"])
+def stack(request, tmp_path_factory) -> Iterator[Stack]:
+    from tasks.store import databases
+
+    Webhook.received.clear()
     receiver = HTTPServer(("127.0.0.1", 0), Webhook)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     state = tmp_path_factory.mktemp("stack")
@@ -132,11 +141,16 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         "TABLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/hook",
         "TABLOOP_PROJECT_DIR": str(ROOT),
     }
+    prefix = None
+    if request.param == "postgresql":
+        prefix = f"test_{uuid.uuid4().hex[:8]}"
+        env.update(TABLOOP_DATABASE_URL=POSTGRES, TABLOOP_STACK_DATABASE_PREFIX=prefix)
     printed = subprocess.run(
         [sys.executable, "deployments/stack.py", "env"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout
     env.update(re.findall(r"^export (\w+)=(.*)$", printed, re.MULTILINE))
-    handle = Stack(env, env["PREFECT_API_URL"], env["TABLOOP_SERVING_URL"], env["TABLOOP_S3_ENDPOINT_URL"], state)
+    urls = env["PREFECT_API_URL"], env["TABLOOP_SERVING_URL"], env["TABLOOP_S3_ENDPOINT_URL"]
+    handle = Stack(env, *urls, state, request.param, prefix)
     try:
         handle.stack("up")
         yield handle
@@ -146,6 +160,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         assert all(name in stopped for name in SERVICES), stopped
         assert "nothing was running" in handle.stack("down").stdout  # stopping a stopped stack is harmless
         assert not list(state.glob("*.pid"))
+        if prefix:
+            databases.drop_databases(POSTGRES, [f"{prefix}_{store}" for store in ("prefect", "mlflow", "optuna")])
 
 
 def test_starting_twice_is_harmless(stack):
@@ -156,6 +172,15 @@ def test_starting_twice_is_harmless(stack):
     assert httpx.get(f"{stack.serve_url}/health").json() == {"status": "ok"}
 
 
+def rows(stack: Stack, store: str, query: str) -> list[tuple]:
+    import psycopg2
+
+    with psycopg2.connect(f"{POSTGRES}/{stack.database_prefix}_{store}") as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchall()
+
+
+@pytest.mark.parametrize("stack", ["postgresql", "sqlite"], indirect=True)
 def test_training_deployment_promotes_then_the_smoke_test_passes_on_the_live_api(stack):
     before = {r["id"] for r in stack.runs_of("smoke-test-on-promotion")}
     stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", f"params={SMALL}")
@@ -177,6 +202,14 @@ def test_training_deployment_promotes_then_the_smoke_test_passes_on_the_live_api
     while not stack.s3_keys("tabloop/storage/predictions"):  # the smoke test's requests, flushed every 2 s
         assert time.time() < deadline, "no prediction log in S3"
         time.sleep(1)
+
+    if stack.backend == "postgresql":  # each store really is in its own PostgreSQL database
+        assert ("churn",) in rows(stack, "mlflow", "SELECT name FROM registered_models")
+        assert rows(stack, "prefect", "SELECT count(*) FROM flow_run WHERE name IS NOT NULL")[0][0] >= 2
+        (study,) = rows(stack, "optuna", "SELECT study_name FROM studies")
+        assert study[0].startswith("churn-")
+    else:
+        assert (stack.state_dir / "mlflow.db").exists() and (stack.state_dir / "prefect" / "prefect.db").exists()
 
 
 def test_new_data_event_runs_the_retraining_deployment(stack, tmp_path):
