@@ -20,6 +20,7 @@ from flows.train import TrainParams, train
 from tasks import demo
 from tasks.monitoring import drift
 from tasks.monitoring.policy import MonitorPolicy, decide
+from tasks.monitoring.variants import ComparisonPolicy
 from tasks.ops import events, specs
 from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
@@ -42,6 +43,9 @@ class MonitorParams(BaseModel):
         "training parameters and let the retrain-on-drift deployment train, in its own run on a worker.",
     )
     retrain_trials: int = Field(20, ge=1)
+    comparison: ComparisonPolicy = Field(
+        default_factory=ComparisonPolicy, description="Evidence a challenger's or shadow's verdict needs."
+    )
 
 
 class MonitorResult(BaseModel):
@@ -52,6 +56,8 @@ class MonitorResult(BaseModel):
     retrain: bool
     reasons: list[str]
     report_uri: str | None = None
+    variants: list[str] = Field(default_factory=list, description="Each challenger or shadow against the champion.")
+    verdicts: dict[str, str] = Field(default_factory=dict, description="shadow/challenger: better, worse or unknown.")
     new_version: str | None = None
     promoted: bool | None = None
 
@@ -67,7 +73,8 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     since, until = steps.window(state, params.since, params.until, timedelta(hours=params.lookback_hours))
 
     # 1. what the champion served in the window, and what it was trained on
-    current = steps.load_current(ctx, settings, since, until)
+    window_log = steps.load_window(ctx, settings, since, until)
+    current = steps.served(window_log)
     if len(current) < params.policy.min_samples:
         reason = f"skipped: {len(current)} predictions in the window < min_samples {params.policy.min_samples}"
         print(reason)  # the window is not advanced: these predictions count again next time
@@ -82,6 +89,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     reference = steps.load_reference(ctx, settings)
     labelled = steps.join_labels(current, params.labels_uri, params.label_key, ctx, settings)
     live = steps.live_primary(labelled, ctx)
+    compared = steps.compare_variants(window_log, params.labels_uri, params.label_key, ctx, settings, params.comparison)
 
     # 2. report and decide
     result = drift.run_report(reference, current, ctx.contract.spec, params.policy.drift_share)
@@ -95,7 +103,9 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         now=until,
         policy=params.policy,
     )
-    report_uri = steps.publish_report(client, settings, ctx, result, decision, len(current), live, since, until)
+    report_uri = steps.publish_report(
+        client, settings, ctx, result, decision, len(current), live, since, until, compared
+    )
     outcome = MonitorResult(
         samples=len(current),
         drift_share=result.drift_share,
@@ -104,6 +114,8 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         retrain=decision.retrain and params.allow_retrain,
         reasons=decision.reasons,
         report_uri=report_uri,
+        variants=[report.line() for report in compared],
+        verdicts={report.variant: report.comparison.verdict for report in compared},
     )
     retrain: TrainParams | None = None
     if outcome.retrain:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from prefect import get_run_logger
@@ -16,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.model.contract import ModelContract
 from tasks.model.metrics import score_output
-from tasks.monitoring import drift
+from tasks.monitoring import drift, variants
 from tasks.monitoring.policy import MonitorDecision
 from tasks.ops import events
 from tasks.settings import Settings
@@ -92,12 +93,16 @@ def window(
 
 
 @step(**IO_RETRIES)
-def load_current(ctx: Champion, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
-    """Predictions the champion's model served in the window (shadow answers are not traffic)."""
-    log = prediction_log.read(settings, since, until, model=ctx.name)
-    if log.empty:
-        return log
-    return log[log["variant"] != "shadow"].reset_index(drop=True)
+def load_window(ctx: Champion, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
+    """Every logged answer of the model in the window: the champion's, and a challenger's or shadow's."""
+    return prediction_log.read(settings, since, until, model=ctx.name)
+
+
+def served(window: pd.DataFrame) -> pd.DataFrame:
+    """What clients were answered (shadow answers are not traffic)."""
+    if window.empty:
+        return window
+    return window[window["variant"] != "shadow"].reset_index(drop=True)
 
 
 @step(**IO_RETRIES)
@@ -127,14 +132,86 @@ def live_primary(labelled: pd.DataFrame, ctx: Champion) -> float | None:
     contract = ctx.contract
     if labelled.empty or labelled[contract.target].nunique() < 2:
         return None
-    truth = labelled[contract.target]
-    if contract.task_type == "regression":
-        return score_output(truth, labelled["prediction"].astype(float), "regression")
-    if contract.task_type == "multiclass":  # labels read back from files may be typed otherwise than the log's
-        return score_output(truth.astype(str), labelled["prediction"].astype(str), "multiclass")
-    positive = contract.positive_class
-    scores = prediction_log.class_probabilities(labelled)[str(positive)]
-    return score_output(truth, scores.to_numpy(), "binary", positive)
+    return score_output(
+        truth_of(labelled, ctx), primary_output_of(labelled, ctx), contract.task_type, contract.positive_class
+    )
+
+
+def truth_of(labelled: pd.DataFrame, ctx: Champion) -> np.ndarray:
+    truth = labelled[ctx.contract.target]
+    # labels read back from files may be typed otherwise than the log's
+    return (truth.astype(str) if ctx.contract.task_type == "multiclass" else truth).to_numpy()
+
+
+def labelled_outputs(labelled: pd.DataFrame, ctx: Champion) -> tuple[np.ndarray, np.ndarray]:
+    """The true labels and what the metric reads, of the labelled rows (none when no label came back)."""
+    if labelled.empty or ctx.contract.target not in labelled.columns:
+        return np.array([]), np.array([])
+    return truth_of(labelled, ctx), primary_output_of(labelled, ctx)
+
+
+def primary_output_of(rows: pd.DataFrame, ctx: Champion) -> np.ndarray:
+    """What the primary metric reads from logged rows: the positive class's probability, else the prediction."""
+    task = ctx.contract.task_type
+    if task == "regression":
+        return rows["prediction"].astype(float).to_numpy()
+    if task == "multiclass":
+        return rows["prediction"].astype(str).to_numpy()
+    return prediction_log.class_probabilities(rows)[str(ctx.contract.positive_class)].to_numpy()
+
+
+@dataclass(frozen=True)
+class VariantReport:
+    """The challenger against the champion in the window: shadow (paired) or A/B (unpaired)."""
+
+    variant: str
+    version: str
+    records: int
+    agreement: variants.Agreement | None
+    comparison: variants.Comparison
+
+    def line(self) -> str:
+        seen = ""
+        if self.agreement is not None:
+            agree = f"agreement {self.agreement.agreement:.1%}, " if self.agreement.agreement is not None else ""
+            seen = f" ({agree}score shift KS {self.agreement.score_shift:.3f})"
+        return f"{self.variant} v{self.version}, {self.records} records{seen}: {self.comparison.reason}"
+
+
+@step(**IO_RETRIES)
+def compare_variants(
+    window: pd.DataFrame,
+    labels_uri: str | None,
+    label_key: str | None,
+    ctx: Champion,
+    settings: Settings,
+    policy: variants.ComparisonPolicy,
+) -> list[VariantReport]:
+    """Shadow answers paired with the champion's on the same records; A/B arms side by side; each judged on
+    the late labels (tasks/monitoring/variants.py). Monitoring reports these; it does not act on them."""
+    if window.empty:
+        return []
+    task, positive = ctx.contract.task_type, ctx.contract.positive_class
+    reports: list[VariantReport] = []
+    pairs = variants.paired_rows(window)
+    if len(pairs):
+        shadow = variants.challenger_side(pairs)
+        seen = variants.agreement(
+            pairs["prediction"], shadow["prediction"], primary_output_of(pairs, ctx), primary_output_of(shadow, ctx)
+        )
+        labelled = join_labels.fn(pairs, labels_uri, label_key, ctx, settings)
+        truth, champion = labelled_outputs(labelled, ctx)
+        _, challenger = labelled_outputs(variants.challenger_side(labelled), ctx)
+        comparison = variants.compare_paired(truth, champion, challenger, task, policy, positive=positive)
+        version = str(pairs["challenger_model_version"].iloc[0])
+        reports.append(VariantReport("shadow", version, len(pairs), seen, comparison))
+    arms = {v: window[window["variant"] == v].reset_index(drop=True) for v in ("champion", "challenger")}
+    if len(arms["challenger"]):
+        sides = [labelled_outputs(join_labels.fn(arms[v], labels_uri, label_key, ctx, settings), ctx) for v in arms]
+        comparison = variants.compare_unpaired(*sides[0], *sides[1], task, policy, positive=positive)
+        version = str(arms["challenger"]["model_version"].iloc[0])
+        reports.append(VariantReport("challenger", version, len(arms["challenger"]), None, comparison))
+    return reports
 
 
 @step(**IO_RETRIES)
@@ -148,6 +225,7 @@ def publish_report(
     live: float | None,
     since: datetime,
     until: datetime,
+    compared: list[VariantReport] | None = None,
 ) -> str:
     """HTML and JSON report to storage and to an MLflow monitoring run; a Prefect summary linking to it."""
     stamp = until.strftime("%Y%m%dT%H%M%SZ")
@@ -169,6 +247,9 @@ def publish_report(
     metrics = {"drift_share": result.drift_share, "samples": samples, "drifted_columns": len(result.drifted_columns)}
     if live is not None:
         metrics |= {"live_primary": live, "champion_test_primary": ctx.test_primary}
+    for report in compared or []:
+        if report.comparison.effect is not None:
+            metrics[f"{report.variant}_effect"] = report.comparison.effect
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +269,9 @@ def publish_report(
         f"# Monitoring {ctx.name} v{ctx.version}: {'retrain' if decision.retrain else 'keep'}\n\n"
         f"Window {since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}, "
         f"{samples} predictions.\n\n- Drift share {result.drift_share:.2f}; drifted columns: {drifted}\n"
-        f"- Primary metric: {live_line}\n- Report: `{base}/drift.html`\n\n## Decision\n"
+        f"- Primary metric: {live_line}\n- Report: `{base}/drift.html`\n"
+        + "".join(f"- Variant: {report.line()}\n" for report in compared or [])
+        + "\n## Decision\n"
         + "\n".join(f"- {r}" for r in decision.reasons),
         key="monitoring-report",
         description="Drift, live performance and the retrain decision",
