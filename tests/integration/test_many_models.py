@@ -237,7 +237,9 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_schema(two
         "--workers",
         "1",
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env={**os.environ, "NO_COLOR": "1"})
+    # in the test's folder: schemathesis keeps a cache of past crashes (.schemathesis/) where it runs
+    options = {"capture_output": True, "text": True, "timeout": 900, "cwd": two_models["root"]}
+    result = subprocess.run(command, env={**os.environ, "NO_COLOR": "1"}, **options)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
