@@ -33,7 +33,7 @@ from tasks.model.spec import TrainParams
 from tasks.ops import cli, specs
 from tasks.ops.shell import shell_run
 from tasks.settings import Settings, get_settings
-from tasks.steps import runs
+from tasks.steps import approval, runs
 from tasks.steps import train as steps
 from tasks.steps.retries import step
 from tasks.steps.train import TrainPlan
@@ -87,11 +87,15 @@ def train(params: TrainParams | None = None, spec: str | None = None) -> TrainRe
         # 5. register with its contract; gate against the champion on the same held-out rows
         model_version = steps.log_and_register(run_id, plan.model_name, candidate, contract, train_rows)
         decision = steps.gate(client, settings, plan.model_name, candidate, test_rows, params.gate)
+        # with gate.require_approval a person decides: the run waits for the form in the Prefect UI
+        decision, actor = approval.reviewed(
+            decision, plan.model_name, model_version, params.gate, settings, params.actor
+        )
 
         # 6. publish why (model card, tags, artifact); the alias moves last, or not at all
         steps.publish_decision(client, plan.model_name, model_version, decision, candidate, contract, run_id)
         if decision.promote:
-            steps.promote(client, plan.model_name, model_version, decision, params.actor)
+            steps.promote(client, plan.model_name, model_version, decision, actor)
         steps.announce(plan.model_name, model_version, decision)
     return TrainResult(
         run_id=run_id,

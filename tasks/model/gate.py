@@ -14,6 +14,12 @@ class GatePolicy(BaseModel):
     min_metrics: dict[str, float] = Field(default_factory=dict, description="Other floors, e.g. {'recall': 0.5}.")
     max_metrics: dict[str, float] = Field(default_factory=dict, description="Ceilings, e.g. {'log_loss': 0.6}.")
     margin: float = Field(0.0, ge=0, description="How much the primary metric must beat the champion's by.")
+    require_approval: bool = Field(
+        False, description="A version that passes the gate waits for a person to approve it in the Prefect UI."
+    )
+    approval_timeout_s: int = Field(
+        86400, ge=1, description="No answer within this long means not promoted (the run holds its worker meanwhile)."
+    )
 
 
 @dataclass(frozen=True)
@@ -55,3 +61,14 @@ def decide(
 
 def _fmt(value: float | None) -> str:
     return "missing" if value is None else f"{value:.4f}"
+
+
+def with_approval(decision: GateDecision, approved: bool, why: str) -> GateDecision:
+    """The gate's decision after a person's answer (or the lack of one)."""
+    if approved:
+        return GateDecision(True, [*decision.reasons, why], *_scores(decision))
+    return GateDecision(False, [why], *_scores(decision))
+
+
+def _scores(decision: GateDecision) -> tuple[float, float | None, str | None]:
+    return decision.candidate_primary, decision.champion_primary, decision.champion_version

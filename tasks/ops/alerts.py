@@ -68,5 +68,9 @@ def store(alert: Alert, settings: Settings) -> str:
 
 def post_webhook(url: str, alert: Alert, timeout_s: float = 10) -> None:
     """Slack-compatible body (`text`), plus the alert's fields for other receivers."""
-    body = {"text": alert.text(), "alert": json.loads(alert.model_dump_json())}
-    httpx.post(url, json=body, timeout=timeout_s).raise_for_status()
+    post_message(url, alert.text(), {"alert": json.loads(alert.model_dump_json())}, timeout_s)
+
+
+def post_message(url: str, text: str, fields: dict[str, object], timeout_s: float = 10) -> None:
+    """A Slack-compatible `{"text": ...}` body with `fields` beside it."""
+    httpx.post(url, json={"text": text, **fields}, timeout=timeout_s).raise_for_status()

@@ -17,6 +17,9 @@ MODEL_ROLLED_BACK = "tabloop.model.rolled-back"
 SMOKE_TEST_PASSED = "tabloop.smoke-test.passed"
 SMOKE_TEST_FAILED = "tabloop.smoke-test.failed"
 ALERT_RAISED = "tabloop.alert.raised"
+APPROVAL_REQUESTED = "tabloop.approval.requested"
+APPROVAL_GIVEN = "tabloop.approval.given"
+APPROVAL_REFUSED = "tabloop.approval.refused"
 RETRAIN_LABEL = "tabloop.retrain"  # resource label on a monitoring event that asks for retraining
 
 
