@@ -6,38 +6,23 @@ this test: it finds the paused run through the Prefect API and resumes it with t
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import ClassVar
 
 import pytest
+
+from tests.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 QUICK = {"demo_rows": 600, "n_trials": 2, "cv_folds": 2}
 
 
-class Receiver(BaseHTTPRequestHandler):
-    posted: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        Receiver.posted.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def webhook(monkeypatch):
-    server = HTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    Receiver.posted.clear()
-    monkeypatch.setenv("TABLOOP_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
-    yield Receiver.posted
-    server.shutdown()
+    receiver = WebhookReceiver()
+    monkeypatch.setenv("TABLOOP_ALERT_WEBHOOK_URL", receiver.url)
+    yield receiver.received
+    receiver.shutdown()
 
 
 def train_in_background(timeout_s: int) -> tuple[threading.Thread, dict]:

@@ -14,17 +14,16 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import pytest
+
+from tests.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +48,7 @@ class Stack:
     state_dir: Path
     backend: str  # postgresql | sqlite
     database_prefix: str | None = None
+    posted: list[dict] = field(default_factory=list)  # what the alert webhook received
 
     def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(args, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -110,25 +110,11 @@ class Stack:
         return MlflowClient(uri, uri)
 
 
-class Webhook(BaseHTTPRequestHandler):
-    received: ClassVar[list[dict]] = []
-
-    def do_POST(self) -> None:
-        Webhook.received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module", params=["postgresql"])
 def stack(request, tmp_path_factory) -> Iterator[Stack]:
     from tasks.store import databases
 
-    Webhook.received.clear()
-    receiver = HTTPServer(("127.0.0.1", 0), Webhook)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    receiver = WebhookReceiver()
     state = tmp_path_factory.mktemp("stack")
     ports = {
         name: free_port()
@@ -138,7 +124,7 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
         **{k: v for k, v in os.environ.items() if not k.startswith(("TABLOOP_", "PREFECT_API_URL"))},
         "TABLOOP_STACK_STATE_DIR": str(state),
         **{f"TABLOOP_STACK_{name}_PORT": str(port) for name, port in ports.items()},
-        "TABLOOP_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{receiver.server_port}/hook",
+        "TABLOOP_ALERT_WEBHOOK_URL": receiver.url,
         "TABLOOP_PROJECT_DIR": str(ROOT),
     }
     prefix = None
@@ -150,7 +136,7 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
     ).stdout
     env.update(re.findall(r"^export (\w+)=(.*)$", printed, re.MULTILINE))
     urls = env["PREFECT_API_URL"], env["TABLOOP_SERVING_URL"], env["TABLOOP_S3_ENDPOINT_URL"]
-    handle = Stack(env, *urls, state, request.param, prefix)
+    handle = Stack(env, *urls, state, request.param, prefix, receiver.received)
     try:
         handle.stack("up")
         yield handle
@@ -264,7 +250,7 @@ def test_a_failed_run_raises_an_alert_and_leaves_the_registry_alone(stack):
 
     (stored,) = [k for k in stack.s3_keys("tabloop/storage/alerts") if k.endswith(".json")]
     assert alert["parameters"]["flow_run"].removeprefix("prefect.flow-run.") in stored
-    (posted,) = Webhook.received
+    (posted,) = stack.posted
     assert "train-weekly" in posted["text"] and "no-such-file.csv: file not found" in posted["text"]
     assert posted["alert"]["state"] == "Failed"
     assert len(client.search_model_versions("name = 'churn'")) == versions
