@@ -87,9 +87,10 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
             reasons=[reason],
         )
     reference = steps.load_reference(ctx, settings)
-    labelled = steps.join_labels(current, params.labels_uri, params.label_key, ctx, settings)
+    labels = steps.load_labels(params.labels_uri, settings)
+    labelled = steps.join_labels(current, labels, params.label_key, ctx, params.labels_uri)
     live = steps.live_primary(labelled, ctx)
-    compared = steps.compare_variants(window_log, params.labels_uri, params.label_key, ctx, settings, params.comparison)
+    compared = steps.compare_variants(window_log, labels, params.label_key, ctx, params.labels_uri, params.comparison)
 
     # 2. report and decide
     result = drift.run_report(reference, current, ctx.contract.spec, params.policy.drift_share)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import BaseModel, Field
 
@@ -65,10 +65,5 @@ def _fmt(value: float | None) -> str:
 
 def with_approval(decision: GateDecision, approved: bool, why: str) -> GateDecision:
     """The gate's decision after a person's answer (or the lack of one)."""
-    if approved:
-        return GateDecision(True, [*decision.reasons, why], *_scores(decision))
-    return GateDecision(False, [why], *_scores(decision))
-
-
-def _scores(decision: GateDecision) -> tuple[float, float | None, str | None]:
-    return decision.candidate_primary, decision.champion_primary, decision.champion_version
+    reasons = [*decision.reasons, why] if approved else [why]
+    return replace(decision, promote=approved, reasons=reasons)

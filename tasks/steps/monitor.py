@@ -106,16 +106,21 @@ def served(window: pd.DataFrame) -> pd.DataFrame:
 
 
 @step(**IO_RETRIES)
-def join_labels(
-    current: pd.DataFrame, labels_uri: str | None, key: str | None, ctx: Champion, settings: Settings
-) -> pd.DataFrame:
-    """Delayed ground truth joined on the request id or an entity key; rows without a label are dropped."""
-    if not labels_uri or current.empty:
-        return current.iloc[0:0]
-    # a single file, or every CSV/Parquet file under a prefix
-    labels = pd.concat(
+def load_labels(labels_uri: str | None, settings: Settings) -> pd.DataFrame | None:
+    """Delayed ground truth: a single file, or every CSV/Parquet file under a prefix; None without a URI."""
+    if not labels_uri:
+        return None
+    return pd.concat(
         [data.load_table(uri, settings) for uri in data.input_files(labels_uri, settings)], ignore_index=True
     )
+
+
+def join_labels(
+    current: pd.DataFrame, labels: pd.DataFrame | None, key: str | None, ctx: Champion, labels_uri: str | None
+) -> pd.DataFrame:
+    """The labels (load_labels') joined on the request id or an entity key; rows without a label are dropped."""
+    if labels is None or current.empty:
+        return current.iloc[0:0]
     target, id_columns = ctx.contract.target, ctx.contract.id_columns
     key = key or ("request_id" if "request_id" in labels.columns else (id_columns or ["request_id"])[0])
     missing = [c for c in (key, target) if c not in labels.columns]
@@ -178,13 +183,12 @@ class VariantReport:
         return f"{self.variant} v{self.version}, {self.records} records{seen}: {self.comparison.reason}"
 
 
-@step(**IO_RETRIES)
 def compare_variants(
     window: pd.DataFrame,
-    labels_uri: str | None,
+    labels: pd.DataFrame | None,
     label_key: str | None,
     ctx: Champion,
-    settings: Settings,
+    labels_uri: str | None,
     policy: variants.ComparisonPolicy,
 ) -> list[VariantReport]:
     """Shadow answers paired with the champion's on the same records; A/B arms side by side; each judged on
@@ -199,7 +203,7 @@ def compare_variants(
         seen = variants.agreement(
             pairs["prediction"], shadow["prediction"], primary_output_of(pairs, ctx), primary_output_of(shadow, ctx)
         )
-        labelled = join_labels.fn(pairs, labels_uri, label_key, ctx, settings)
+        labelled = join_labels(pairs, labels, label_key, ctx, labels_uri)
         truth, champion = labelled_outputs(labelled, ctx)
         _, challenger = labelled_outputs(variants.challenger_side(labelled), ctx)
         comparison = variants.compare_paired(truth, champion, challenger, task, policy, positive=positive)
@@ -207,7 +211,7 @@ def compare_variants(
         reports.append(VariantReport("shadow", version, len(pairs), seen, comparison))
     arms = {v: window[window["variant"] == v].reset_index(drop=True) for v in ("champion", "challenger")}
     if len(arms["challenger"]):
-        sides = [labelled_outputs(join_labels.fn(arms[v], labels_uri, label_key, ctx, settings), ctx) for v in arms]
+        sides = [labelled_outputs(join_labels(arms[v], labels, label_key, ctx, labels_uri), ctx) for v in arms]
         comparison = variants.compare_unpaired(*sides[0], *sides[1], task, policy, positive=positive)
         version = str(arms["challenger"]["model_version"].iloc[0])
         reports.append(VariantReport("challenger", version, len(arms["challenger"]), None, comparison))

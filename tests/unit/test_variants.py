@@ -117,7 +117,7 @@ def logged(variant: str, version: str, scores: np.ndarray, request_ids: list[str
 
 def test_the_monitor_step_judges_a_shadow_and_an_a_b_challenger_on_the_late_labels(tmp_path, monkeypatch):
     from tasks.settings import get_settings
-    from tasks.steps.monitor import Champion, compare_variants
+    from tasks.steps.monitor import Champion, compare_variants, load_labels
 
     monkeypatch.setenv("TABLOOP_STORAGE_URL", str(tmp_path))
     truth, weak, strong = scored(3000, 1.0, 1.8, seed=5)
@@ -136,15 +136,16 @@ def test_the_monitor_step_judges_a_shadow_and_an_a_b_challenger_on_the_late_labe
     )
     pd.DataFrame({"request_id": ids, "churned": (truth == "Yes").astype(int)}).to_parquet(tmp_path / "labels.parquet")
     champion = Champion("churn", "1", "run", binary_contract(), 0.8)
-    settings = get_settings()
+    uri = str(tmp_path / "labels.parquet")
+    labels = load_labels.fn(uri, get_settings())
     policy = ComparisonPolicy(min_labelled=300, resamples=500)
-    (shadow,) = compare_variants.fn(shadowed, str(tmp_path / "labels.parquet"), None, champion, settings, policy)
+    (shadow,) = compare_variants(shadowed, labels, None, champion, uri, policy)
     assert (shadow.variant, shadow.version, shadow.records, shadow.comparison.kind) == ("shadow", "2", 1500, "paired")
     assert shadow.comparison.verdict == "better" and shadow.agreement.records == 1500, shadow.line()
-    (ab,) = compare_variants.fn(split, str(tmp_path / "labels.parquet"), None, champion, settings, policy)
+    (ab,) = compare_variants(split, labels, None, champion, uri, policy)
     assert (ab.variant, ab.version, ab.comparison.labelled) == ("challenger", "3", (750, 750))
     assert ab.comparison.verdict == "better", ab.line()
-    (unlabelled,) = compare_variants.fn(shadowed, None, None, champion, settings, policy)
+    (unlabelled,) = compare_variants(shadowed, None, None, champion, None, policy)
     assert unlabelled.comparison.verdict == "unknown" and "0 labelled records" in unlabelled.comparison.reason
 
 
