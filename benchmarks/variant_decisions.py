@@ -9,8 +9,9 @@ same data get wrong together. A rollout looks after each number of labelled reco
 the first verdict that is not "unknown". Targets: "better" found better in at least 90% of runs by 2,000
 records; "same" declared better in at most 5% of runs, over all its looks.
 
-Baseline, side by side on the same draws: the same paired bootstrap with no correction for the repeated looks
-(each look at the full alpha), which is what a dashboard refreshed every step does.
+Side by side on the same draws: "late" (the default spending: little alpha early, most at the last look),
+"even" (Bonferroni, alpha / looks each), and the baseline "uncorrected": the same paired bootstrap with every
+look at the full alpha, which is what a dashboard refreshed every step does.
 """
 
 from __future__ import annotations
@@ -64,18 +65,21 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=2000)
     args = parser.parse_args()
     looks = sorted(args.looks)
-    ours = ComparisonPolicy(min_labelled=looks[0], max_looks=len(looks), resamples=args.resamples)
-    naive = ours.model_copy(update={"max_looks": 1})  # every look at the full alpha
+    late = ComparisonPolicy(min_labelled=looks[0], max_looks=len(looks), resamples=args.resamples)
+    even = late.model_copy(update={"spending": "even"})
+    naive = late.model_copy(update={"max_looks": 1})  # every look at the full alpha
 
     started = time.perf_counter()
     print(f"{args.runs} runs per scenario, looks at {looks} labelled pairs, noise correlation {args.correlation}")
     for scenario, challenger_auc in (("better by 0.03", 0.83), ("same quality", 0.80)):
-        outcomes: dict[str, list[tuple[str, int | None]]] = {"ours": [], "uncorrected": []}
+        outcomes: dict[str, list[tuple[str, int | None]]] = {"late": [], "even": [], "uncorrected": []}
         for seed in range(args.runs):
             labels, champion, challenger = draw(
                 looks[-1], 0.80, challenger_auc, args.correlation, np.random.default_rng(seed)
             )
-            outcomes["ours"].append(rollout(labels, champion, challenger, looks, ours))
+            for method, policy in (("late", late), ("even", even)):
+                seeded_policy = policy.model_copy(update={"seed": seed})
+                outcomes[method].append(rollout(labels, champion, challenger, looks, seeded_policy))
             seeded = naive.model_copy(update={"seed": seed})
             verdicts = [
                 variants.compare_paired(labels[:n], champion[:n], challenger[:n], "binary", seeded, positive=1).verdict

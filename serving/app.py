@@ -3,10 +3,13 @@
     serve run serving/config.yaml          # local Ray, blocks; `make serve`
     serve deploy serving/config.yaml       # to a running Ray cluster
 
-Each replica loads `models:/NAME@champion` (and `@challenger` for A/B or shadow) in its constructor, never at
-import. Requests are checked against the version's own training schema, then join a dynamic batch: one model
-call per batch. Replicas follow the aliases: a moved alias is loaded beside the old version and swapped in
-atomically, so no request fails during the switch and every response names the version that produced it.
+Each replica loads `models:/NAME@champion` (and `@challenger` while traffic goes to it) in its constructor,
+never at import. Requests are checked against the version's own training schema, then join a dynamic batch:
+one model call per batch. Replicas follow the aliases: a moved alias is loaded beside the old version and
+swapped in atomically, so no request fails during the switch and every response names the version that
+produced it. They follow the traffic split the same way: the registry's setting (registry.Traffic, which a
+rollout moves) wins over this config's `mode` and `challenger_weight`. A request the challenger cannot answer
+(invalid for its schema, or its model call fails) is answered by the champion, and the failure is logged.
 
 The model lives in the ingress replica itself: on small CPU machines a second hop (proxy -> ingress -> model
 replica) costs more than the model call. Scale by adding replicas of this one deployment.
@@ -36,6 +39,7 @@ from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
 from tasks.runtime.loaded import Scored, predict_grouped
 from tasks.runtime.validation import Columns, RequestValidationError
 from tasks.settings import Settings
+from tasks.store import prediction_log
 
 
 class ServeConfig(BaseModel):
@@ -56,6 +60,7 @@ class ServeConfig(BaseModel):
         "shadow: @challenger sees a copy of traffic, its answers are logged, not returned.",
     )
     challenger_weight: float = Field(0.1, ge=0, le=1, description="Share of A/B keys sent to @challenger.")
+    # mode and challenger_weight apply while the registry holds no traffic setting for the model
     sticky_header: str = Field("x-entity-key", description="Header whose value keeps a caller on one variant.")
     poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check whether an alias moved.")
     max_batch_size: int = Field(64, ge=1)
@@ -121,14 +126,45 @@ def _error(status: int, message: str, request_id: str, **extra: Any) -> JSONResp
 
 @dataclass
 class Served:
-    """One model the app serves: its @champion and, in A/B or shadow mode, its @challenger."""
+    """One model the app serves: its @champion, its @challenger (loaded while traffic goes to it), the split."""
 
     name: str
     slots: dict[str, Any]  # variant -> AliasSlot
+    traffic: Any  # TrafficSlot
+    default_split: tuple[str, float]  # the config's mode and challenger weight
 
     @property
     def champion(self) -> Any:
         return self.slots["champion"]
+
+    @property
+    def challenger(self) -> Any:
+        return self.slots["challenger"]
+
+    def split(self) -> tuple[str, float]:
+        """The traffic mode and the challenger's share: the registry's setting, else the config's."""
+        setting = self.traffic.current
+        return (setting.mode, setting.challenger_share) if setting is not None else self.default_split
+
+
+def follow_model(settings: Settings, name: str, config: ServeConfig) -> Served:
+    """Start following one model's aliases and traffic setting."""
+    from tasks.runtime.loaded import AliasSlot, TrafficSlot
+
+    poll = config.poll_interval_s
+    traffic = TrafficSlot(settings, name, poll)
+    served = Served(name, {}, traffic, (config.mode, config.challenger_weight))
+    served.slots["champion"] = AliasSlot(settings, name, config.champion_alias, poll)
+    served.slots["challenger"] = AliasSlot(
+        settings, name, config.challenger_alias, poll, wanted=lambda: served.split()[0] != "champion"
+    )
+    return served
+
+
+def failure_text(err: Exception) -> str:
+    if isinstance(err, RequestValidationError):
+        return "invalid for this version: " + "; ".join(f"{p.field}: {p.problem}" for p in err.problems[:5])
+    return f"{type(err).__name__}: {err}"
 
 
 def default_models(settings: Settings) -> list[str]:
@@ -150,20 +186,12 @@ class ModelService:
     def __init__(self, config: dict[str, Any]) -> None:
         from ray.serve import metrics
 
-        from tasks.runtime.loaded import AliasSlot
         from tasks.settings import get_settings
 
         self.config = ServeConfig(**config)
         settings = get_settings(**self.config.settings)
         names = self.config.models or default_models(settings)
-        poll = self.config.poll_interval_s
-        variants = {"champion": self.config.champion_alias}
-        if self.config.mode != "champion":
-            variants["challenger"] = self.config.challenger_alias
-        self.served = {
-            name: Served(name, {v: AliasSlot(settings, name, alias, poll) for v, alias in variants.items()})
-            for name in dict.fromkeys(names)
-        }
+        self.served = {name: follow_model(settings, name, self.config) for name in dict.fromkeys(names)}
         self.default = next(iter(self.served))
         token = os.environ.get(self.config.api_token_env, "")
         self.token = token.encode() if token else None
@@ -192,11 +220,11 @@ class ModelService:
         )
 
     def check_health(self) -> None:
-        """Ray restarts a replica whose alias-following thread has died."""
+        """Ray restarts a replica whose alias- or traffic-following thread has died."""
         for served in self.served.values():
-            for slot in served.slots.values():
+            for slot in [*served.slots.values(), served.traffic]:
                 if not slot.alive:
-                    raise RuntimeError(f"{served.name}@{slot.alias}: alias-following thread stopped")
+                    raise RuntimeError(f"{served.name}: {slot._thread.name} thread stopped")
 
     @api.get("/health", summary="Liveness: the process answers")
     async def health(self) -> dict[str, str]:
@@ -276,14 +304,16 @@ class ModelService:
         slot = served.champion
         if slot.current is None:
             return JSONResponse({"error": slot.error or "no version loaded yet"}, status_code=503)
-        challenger = served.slots.get("challenger")
+        mode, share = served.split()
+        challenger = served.challenger.current
         return JSONResponse(
             {
                 **slot.current.describe(),
                 "traffic": {
-                    "mode": self.config.mode,
-                    "challenger_weight": self.config.challenger_weight,
-                    "challenger_version": challenger.current.version if challenger and challenger.current else None,
+                    "mode": mode,
+                    "challenger_weight": share,
+                    "challenger_version": challenger.version if challenger else None,
+                    "set_in": "registry" if served.traffic.current is not None else "config",
                 },
             }
         )
@@ -310,23 +340,53 @@ class ModelService:
             return self._refuse(413, message, request_id, served.name)
 
         started = time.perf_counter()
-        variant = self._variant(served, request, records, request_id)
-        model = served.slots[variant].current
+        mode, share = served.split()
+        model, challenger, failed = served.champion.current, served.challenger.current, None
+        if challenger is not None and self._variant(served, request, records, request_id, mode, share) == "challenger":
+            try:
+                answered = await self._answer(challenger, "challenger", records, request_id, started)
+            except Exception as err:  # whatever goes wrong with the challenger, the champion still answers
+                answered = err
+            if isinstance(answered, JSONResponse):
+                return answered
+            failed = answered  # logged once the champion has answered: a request bad for both is the client's
+
         if model is None:
-            return self._refuse(
-                503, served.slots[variant].error or "no model version loaded yet", request_id, served.name
-            )
+            return self._refuse(503, served.champion.error or "no model version loaded yet", request_id, served.name)
         try:
             columns = model.validator.validate(records)
         except RequestValidationError as err:
-            tags = {"model": model.name, "model_version": model.version, "variant": variant, "outcome": "invalid"}
+            tags = {"model": model.name, "model_version": model.version, "variant": "champion", "outcome": "invalid"}
             self.requests.inc(tags=tags)
             return _error(422, "invalid records", request_id, problems=[p.as_dict() for p in err.problems])
+        response = await self._answer(model, "champion", records, request_id, started, columns)
+        if isinstance(response, Exception):
+            raise response
+        if failed is not None:
+            self._record_failure(request_id, challenger, "challenger", failed, started)
+        if mode == "shadow":
+            asyncio.get_running_loop().create_task(self._shadow(served, records, request_id))
+        return response
+
+    async def _answer(
+        self,
+        model: Any,
+        variant: str,
+        records: list[Any],
+        request_id: str,
+        started: float,
+        columns: Columns | None = None,
+    ) -> JSONResponse | Exception:
+        """One version's answer to the records, logged; or the exception that kept it from answering."""
+        try:
+            columns = columns if columns is not None else model.validator.validate(records)
+        except RequestValidationError as err:
+            return err
         scored = await self.predict_batch((model, columns))
+        if isinstance(scored, Exception):
+            return scored
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._record(request_id, columns, model, scored, variant, elapsed_ms)
-        if variant == "champion" and self.config.mode == "shadow":
-            asyncio.get_running_loop().create_task(self._shadow(served, records, request_id))
         return FastJSONResponse(
             {
                 "request_id": request_id,
@@ -342,7 +402,7 @@ class ModelService:
         max_batch_size=ServeConfig.model_fields["max_batch_size"].default,
         batch_wait_timeout_s=ServeConfig.model_fields["batch_wait_timeout_s"].default,
     )
-    async def predict_batch(self, items: list[tuple[Any, Columns]]) -> list[Scored]:
+    async def predict_batch(self, items: list[tuple[Any, Columns]]) -> list[Scored | Exception]:
         """Many requests, one model call per version in the batch (two only while a swap or A/B is on).
 
         Called on the event loop, not in a worker thread: the call is short (about 8 ms for 32 single-row
@@ -350,26 +410,42 @@ class ModelService:
         benchmarks/serving.py: 81 -> 172 requests/s at concurrency 32)."""
         return predict_grouped(items)
 
-    def _variant(self, served: Served, request: Request, records: list[Any], request_id: str) -> str:
-        if self.config.mode != "ab" or served.slots["challenger"].current is None:
-            return "champion"  # no challenger loaded: the champion answers everything
+    def _variant(
+        self, served: Served, request: Request, records: list[Any], request_id: str, mode: str, share: float
+    ) -> str:
+        if mode != "ab" or served.champion.current is None:
+            return "champion"
         id_columns = served.champion.current.contract.id_columns
         key = sticky_key(request.headers.get(self.config.sticky_header), records, id_columns, request_id)
-        return choose_variant("ab", key, self.config.challenger_weight)
+        return choose_variant("ab", key, share)
 
     async def _shadow(self, served: Served, records: list[Any], request_id: str) -> None:
         """The challenger's answer to the same records: logged as variant 'shadow', never returned."""
-        model = served.slots["challenger"].current
+        model = served.challenger.current
         if model is None:
             return
-        try:
-            columns = model.validator.validate(records)  # its schema may differ from the champion's
-            scored = await self.predict_batch((model, columns))
-        except Exception:  # a broken challenger must never touch the champion's traffic
-            tags = {"model": model.name, "model_version": model.version, "variant": "shadow", "outcome": "error"}
-            self.requests.inc(tags=tags)
-            return
-        self._record(request_id, columns, model, scored, "shadow", None)
+        started = time.perf_counter()
+        try:  # its schema may differ from the champion's
+            answered = await self._answer(model, "shadow", records, request_id, started)
+        except Exception as err:  # a broken challenger must never touch the champion's traffic
+            answered = err
+        if isinstance(answered, Exception):
+            self._record_failure(request_id, model, "shadow", answered, started)
+
+    def _record_failure(self, request_id: str, model: Any, variant: str, err: Exception, started: float) -> None:
+        tags = {"model": model.name, "model_version": model.version, "variant": variant, "outcome": "error"}
+        self.requests.inc(tags=tags)
+        if self.log is not None:
+            self.log.add(
+                prediction_log.failure_columns(
+                    request_id=request_id,
+                    model_name=model.name,
+                    model_version=model.version,
+                    variant=variant,
+                    error=failure_text(err),
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                )
+            )
 
     def _record(
         self,
@@ -378,16 +454,16 @@ class ModelService:
         model: Any,
         scored: Scored,
         variant: str,
-        elapsed_ms: float | None,
+        elapsed_ms: float,
     ) -> None:
         self.requests.inc(
             tags={"model": model.name, "model_version": model.version, "variant": variant, "outcome": "ok"}
         )
         self.records.inc(len(scored), tags={"model": model.name, "model_version": model.version, "variant": variant})
-        if elapsed_ms is not None:
-            self.latency.observe(elapsed_ms, tags={"model": model.name, "variant": variant})
+        self.latency.observe(elapsed_ms, tags={"model": model.name, "variant": variant})
         if self.log is not None:
-            self.log.add(model.log_columns(columns, scored, request_id=request_id, variant=variant))
+            chunk = model.log_columns(columns, scored, request_id=request_id, variant=variant, latency_ms=elapsed_ms)
+            self.log.add(chunk)
 
     def _refuse(self, status: int, message: str, request_id: str, model: str) -> JSONResponse:
         self.requests.inc(tags={"model": model, "model_version": "", "variant": "", "outcome": f"http_{status}"})
@@ -402,7 +478,7 @@ class ModelService:
 
     def __del__(self) -> None:
         for served in getattr(self, "served", {}).values():
-            for slot in served.slots.values():
+            for slot in [*served.slots.values(), served.traffic]:
                 slot.close()
         if getattr(self, "log", None) is not None:
             self.log.close()

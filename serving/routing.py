@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from typing import Any, Literal
+from typing import Any
 
 from tasks.settings import Settings
 from tasks.store import prediction_log
+from tasks.store.registry import TrafficMode as Mode
 
-Mode = Literal["champion", "ab", "shadow"]
 log = logging.getLogger("ray.serve")
 
 

@@ -3,14 +3,18 @@
 - Shadow traffic is paired: both versions answered the same records, so one bootstrap resample of records
   scores both, and what the two share (the same hard and easy rows) cancels out of the difference.
 - A/B traffic is unpaired: each arm is resampled on its own.
-- Before labels come back: how often the two agree, and how far apart their score distributions are (KS).
+- Before labels come back: how often the two agree, and how far apart their score distributions are (KS;
+  for class labels, the total variation distance of the class shares).
 
 Repeated looks. A rollout looks at growing data once per step, and each look could declare a false win. The
-policy fixes the number of looks in advance (`max_looks`, the rollout's steps) and every look uses a
-two-sided interval at level 1 - alpha / max_looks (Bonferroni). A challenger no better than the champion is
-then declared better, at any of the looks, with probability at most alpha / 2, however the looks fall; more
-looks than planned are refused instead of silently raising that rate. benchmarks/variant_decisions.py
-measures both error rates by simulation.
+policy fixes the number of looks in advance (`max_looks`, the rollout's steps) and a budget `alpha` for false
+wins over all of them; look k may spend alpha_k of it, one-sided: the challenger is better when the lower
+bound of a 1 - 2 alpha_k interval of the difference is above the margin, worse when the upper bound is below 0.
+The alpha_k add up to alpha, so by the union bound a challenger no better than the champion is declared better,
+at any of the looks, with probability at most alpha, however the looks are correlated (and declared worse at
+most alpha too). `spending="late"` (the default) spends little early and most at the last look, which is
+where the data is; `"even"` is Bonferroni. More looks than planned are refused instead of silently raising that
+rate. benchmarks/variant_decisions.py measures both error rates by simulation.
 """
 
 from __future__ import annotations
@@ -39,16 +43,29 @@ class ComparisonPolicy(BaseModel):
     """How much evidence a verdict needs."""
 
     min_labelled: int = Field(500, ge=10, description="Labelled records per arm (pairs, for shadow) before a verdict.")
-    alpha: float = Field(0.05, gt=0, lt=1, description="Two-sided error budget over all the looks together.")
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=0.5,
+        description="Chance of declaring a challenger of the champion's quality better, over all the looks "
+        "together; the same budget bounds declaring it worse.",
+    )
     max_looks: int = Field(4, ge=1, description="Looks planned at the growing data (a rollout's steps).")
+    spending: Literal["late", "even"] = Field(
+        "late",
+        description="How alpha is spread over the looks: late (little early, most at the last look: "
+        "alpha * ((k/K)^3 - ((k-1)/K)^3), close to O'Brien-Fleming) or even (alpha / K each, Bonferroni).",
+    )
     margin: float = Field(0.0, ge=0, description="The challenger must be better by more than this to win.")
     resamples: int = Field(2000, ge=100, description="Bootstrap resamples per look.")
     seed: int = 0
 
-    @property
-    def level(self) -> float:
-        """Each look's two-sided error rate."""
-        return self.alpha / self.max_looks
+    def level(self, look: int) -> float:
+        """The error rate look `look` may spend in each direction (one-sided); over the planned looks they
+        add up to alpha, so by the union bound the looks together stay within it."""
+        if self.spending == "even":
+            return self.alpha / self.max_looks
+        return self.alpha * ((look / self.max_looks) ** 3 - ((look - 1) / self.max_looks) ** 3)
 
 
 @dataclass(frozen=True)
@@ -67,12 +84,11 @@ class Comparison:
 
 @dataclass(frozen=True)
 class Agreement:
-    """Before labels: the share of records both answered alike, and the KS distance of their scores."""
+    """Before labels: the share of records both answered alike, and the distance of their scores."""
 
     records: int
     agreement: float | None
     score_shift: float
-    shift_p_value: float
 
 
 def compare_paired(
@@ -125,16 +141,26 @@ def agreement(
     champion: np.ndarray, challenger: np.ndarray, champion_scores: np.ndarray, challenger_scores: np.ndarray
 ) -> Agreement:
     """Paired answers before any label: agreement of the predictions (None for regression, whose predictions
-    are the scores) and the two-sample KS statistic of the scores."""
+    are the scores) and the distance between the score distributions (distribution_shift)."""
     champion, challenger = np.asarray(champion), np.asarray(challenger)
     numeric = np.issubdtype(champion.dtype, np.floating)
-    shift = stats.ks_2samp(np.asarray(champion_scores, float), np.asarray(challenger_scores, float))
     return Agreement(
         records=len(champion),
         agreement=None if numeric else float(np.mean(champion == challenger)),
-        score_shift=float(shift.statistic),
-        shift_p_value=float(shift.pvalue),
+        score_shift=distribution_shift(champion_scores, challenger_scores) or 0.0,
     )
+
+
+def distribution_shift(champion: np.ndarray, challenger: np.ndarray) -> float | None:
+    """The two-sample KS statistic of two score samples; for class labels (multiclass answers), the total
+    variation distance of the class shares. Both lie in [0, 1]; None when a side is empty."""
+    champion, challenger = np.asarray(champion), np.asarray(challenger)
+    if len(champion) == 0 or len(challenger) == 0:
+        return None
+    if np.issubdtype(champion.dtype, np.number) and np.issubdtype(challenger.dtype, np.number):
+        return float(stats.ks_2samp(champion.astype(float), challenger.astype(float)).statistic)
+    shares = [pd.Series(side).astype(str).value_counts(normalize=True) for side in (champion, challenger)]
+    return float(shares[0].sub(shares[1], fill_value=0).abs().sum() / 2)
 
 
 def paired_rows(
@@ -190,9 +216,10 @@ def _judged(
 ) -> Comparison:
     champion_score = score_output(champion_truth, champion, task_type, positive)
     challenger_score = score_output(challenger_truth, challenger, task_type, positive)
-    low, high = np.quantile(differences[np.isfinite(differences)], [policy.level / 2, 1 - policy.level / 2])
+    level = policy.level(look)
+    low, high = np.quantile(differences[np.isfinite(differences)], [level, 1 - level])
     effect = challenger_score - champion_score
-    confidence = f"{1 - policy.level:.4g}"
+    confidence = f"{1 - 2 * level:.4g}"
     span = f"{effect:+.4f} ({confidence} interval {low:+.4f} to {high:+.4f}; look {look} of {policy.max_looks})"
     if low > policy.margin:
         verdict, reason = "better", f"challenger better by {span}"

@@ -20,6 +20,11 @@ ALERT_RAISED = "tabloop.alert.raised"
 APPROVAL_REQUESTED = "tabloop.approval.requested"
 APPROVAL_GIVEN = "tabloop.approval.given"
 APPROVAL_REFUSED = "tabloop.approval.refused"
+ROLLOUT_STARTED = "tabloop.rollout.started"
+ROLLOUT_STEP_PASSED = "tabloop.rollout.step-passed"
+ROLLOUT_ABORTED = "tabloop.rollout.aborted"
+CHALLENGER_WON = "tabloop.challenger.won"
+CHALLENGER_LOST = "tabloop.challenger.lost"
 RETRAIN_LABEL = "tabloop.retrain"  # resource label on a monitoring event that asks for retraining
 
 

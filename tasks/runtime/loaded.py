@@ -6,7 +6,7 @@ Plain Python (no Ray): the serving app, batch scoring and the smoke test all sco
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +61,7 @@ class LoadedModel:
         variant: str,
         first_index: int = 0,
         logged_at: datetime | None = None,
+        latency_ms: float | None = None,
     ) -> prediction_log.LogChunk:
         """Prediction-log rows (prediction_log.log_columns) for rows this version scored."""
         return prediction_log.log_columns(
@@ -74,6 +75,7 @@ class LoadedModel:
             variant=variant,
             logged_at=logged_at,
             first_index=first_index,
+            latency_ms=latency_ms,
         )
 
     def predict(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -166,15 +168,21 @@ def input_example_records(local: Path) -> list[dict[str, Any]]:
     return json.loads(pd.DataFrame(example).to_json(orient="records", date_format="iso"))
 
 
-def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored]:
-    """Score a batch of validated requests: one frame and one model call per model version present, split back."""
-    results: list[Scored | None] = [None] * len(items)
+def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored | Exception]:
+    """Score a batch of validated requests: one frame and one model call per model version present, split back.
+    A version whose call fails fails only its own requests: they get the exception in place of their answer."""
+    results: list[Scored | Exception | None] = [None] * len(items)
     by_version: dict[tuple[str, str], list[int]] = {}
     for index, (model, _) in enumerate(items):
         by_version.setdefault((model.name, model.version), []).append(index)
     for indexes in by_version.values():
         model = items[indexes[0]][0]
-        scored = model.score(model.validator.frame(*(items[i][1] for i in indexes)))
+        try:
+            scored = model.score(model.validator.frame(*(items[i][1] for i in indexes)))
+        except Exception as err:  # a challenger's fault must not fail the champion's requests in the same batch
+            for i in indexes:
+                results[i] = err
+            continue
         start = 0
         for i in indexes:
             size = rows_in(items[i][1])
@@ -183,28 +191,23 @@ def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored]:
     return [result for result in results if result is not None]
 
 
-class AliasSlot:
-    """The version an alias points at, kept current by a background thread.
+class Following:
+    """Something read from the registry, kept current by a background thread that calls `refresh`."""
 
-    A new version is loaded beside the old one, then the reference is swapped: readers take `slot.current`
-    once per batch and never see a half-loaded model.
-    """
-
-    def __init__(self, settings: Settings, name: str, alias: str, poll_interval_s: float) -> None:
+    def __init__(self, settings: Settings, name: str, poll_interval_s: float, thread_name: str) -> None:
         import logging
         import threading
 
         from tasks.store.registry import connect
 
-        self.settings, self.name, self.alias = settings, name, alias
+        self.settings, self.name = settings, name
         self.client = connect(settings)
         self.log = logging.getLogger("ray.serve")
-        self.current: LoadedModel | None = None
         self.error: str | None = None
         self.refresh()
         self._stop = threading.Event()
         self._poll_interval_s = poll_interval_s
-        self._thread = threading.Thread(target=self._follow, name=f"follow-{alias}", daemon=True)
+        self._thread = threading.Thread(target=self._follow, name=thread_name, daemon=True)
         self._thread.start()
 
     @property
@@ -212,6 +215,40 @@ class AliasSlot:
         return self._thread.is_alive()
 
     def refresh(self) -> None:
+        raise NotImplementedError
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self._poll_interval_s):
+            self.refresh()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+class AliasSlot(Following):
+    """The version an alias points at.
+
+    A new version is loaded beside the old one, then the reference is swapped: readers take `slot.current`
+    once per batch and never see a half-loaded model. With `wanted`, the alias is only followed (and its
+    version kept in memory) while `wanted()` says so: a challenger while traffic goes to it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        alias: str,
+        poll_interval_s: float,
+        wanted: Callable[[], bool] | None = None,
+    ) -> None:
+        self.alias, self.wanted = alias, wanted
+        self.current: LoadedModel | None = None
+        super().__init__(settings, name, poll_interval_s, f"follow-{alias}")
+
+    def refresh(self) -> None:
+        if self.wanted is not None and not self.wanted():
+            self.current, self.error = None, None
+            return
         try:
             version = resolve_alias(self.client, self.name, self.alias)
             if self.current is None or self.current.version != version:
@@ -229,9 +266,24 @@ class AliasSlot:
             self.error = f"{type(err).__name__}: {err}"
             self.log.warning("%s@%s: could not refresh: %s", self.name, self.alias, self.error)
 
-    def _follow(self) -> None:
-        while not self._stop.wait(self._poll_interval_s):
-            self.refresh()
 
-    def close(self) -> None:
-        self._stop.set()
+class TrafficSlot(Following):
+    """The model's traffic split as set in the registry (registry.Traffic); None while none is set."""
+
+    def __init__(self, settings: Settings, name: str, poll_interval_s: float) -> None:
+        from tasks.store.registry import Traffic
+
+        self.current: Traffic | None = None
+        super().__init__(settings, name, poll_interval_s, "follow-traffic")
+
+    def refresh(self) -> None:
+        from tasks.store.registry import read_traffic
+
+        try:
+            found = read_traffic(self.client, self.name)
+            if found != self.current:
+                self.log.info("%s: traffic now %s (was %s)", self.name, found, self.current)
+            self.current, self.error = found, None
+        except Exception as err:  # keep the split we had
+            self.error = f"{type(err).__name__}: {err}"
+            self.log.warning("%s: could not read the traffic setting: %s", self.name, self.error)

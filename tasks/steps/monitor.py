@@ -94,8 +94,9 @@ def window(
 
 @step(**IO_RETRIES)
 def load_window(ctx: Champion, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
-    """Every logged answer of the model in the window: the champion's, and a challenger's or shadow's."""
-    return prediction_log.read(settings, since, until, model=ctx.name)
+    """Every logged answer of the model in the window: the champion's, and a challenger's or shadow's (not the
+    rows of requests a challenger failed to answer)."""
+    return prediction_log.answered(prediction_log.read(settings, since, until, model=ctx.name))
 
 
 def served(window: pd.DataFrame) -> pd.DataFrame:
@@ -179,7 +180,7 @@ class VariantReport:
         seen = ""
         if self.agreement is not None:
             agree = f"agreement {self.agreement.agreement:.1%}, " if self.agreement.agreement is not None else ""
-            seen = f" ({agree}score shift KS {self.agreement.score_shift:.3f})"
+            seen = f" ({agree}score shift {self.agreement.score_shift:.3f})"
         return f"{self.variant} v{self.version}, {self.records} records{seen}: {self.comparison.reason}"
 
 
@@ -190,9 +191,11 @@ def compare_variants(
     ctx: Champion,
     labels_uri: str | None,
     policy: variants.ComparisonPolicy,
+    look: int = 1,
 ) -> list[VariantReport]:
     """Shadow answers paired with the champion's on the same records; A/B arms side by side; each judged on
-    the late labels (tasks/monitoring/variants.py). Monitoring reports these; it does not act on them."""
+    the late labels (tasks/monitoring/variants.py) as the `look`-th look. Monitoring reports these; the
+    rollout acts on them."""
     if window.empty:
         return []
     task, positive = ctx.contract.task_type, ctx.contract.positive_class
@@ -206,13 +209,13 @@ def compare_variants(
         labelled = join_labels(pairs, labels, label_key, ctx, labels_uri)
         truth, champion = labelled_outputs(labelled, ctx)
         _, challenger = labelled_outputs(variants.challenger_side(labelled), ctx)
-        comparison = variants.compare_paired(truth, champion, challenger, task, policy, positive=positive)
+        comparison = variants.compare_paired(truth, champion, challenger, task, policy, look, positive)
         version = str(pairs["challenger_model_version"].iloc[0])
         reports.append(VariantReport("shadow", version, len(pairs), seen, comparison))
     arms = {v: window[window["variant"] == v].reset_index(drop=True) for v in ("champion", "challenger")}
     if len(arms["challenger"]):
         sides = [labelled_outputs(join_labels(arms[v], labels, label_key, ctx, labels_uri), ctx) for v in arms]
-        comparison = variants.compare_unpaired(*sides[0], *sides[1], task, policy, positive=positive)
+        comparison = variants.compare_unpaired(*sides[0], *sides[1], task, policy, look, positive)
         version = str(arms["challenger"]["model_version"].iloc[0])
         reports.append(VariantReport("challenger", version, len(arms["challenger"]), None, comparison))
     return reports

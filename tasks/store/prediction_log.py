@@ -31,6 +31,9 @@ LOG_COLUMNS = [
     "variant",
     "prediction",
 ]
+# per request, when known: the time to answer (online only), and why a variant failed to answer (its row then
+# has no inputs and no prediction; the request was answered by the champion instead)
+REQUEST_COLUMNS = ["latency_ms", "error"]
 PROBABILITY_PREFIX = "probability_"  # one float column per class, as batch scoring's output has them
 
 
@@ -64,6 +67,7 @@ def log_columns(
     variant: str,
     logged_at: datetime | None = None,
     first_index: int = 0,
+    latency_ms: float | None = None,
 ) -> LogChunk:
     """Log rows for one request: the inputs as validated, the outputs, which version and variant produced them.
 
@@ -80,8 +84,32 @@ def log_columns(
         "model_name": model_name,
         "model_version": str(model_version),
         "variant": variant,
+        "latency_ms": latency_ms,
     }
     return LogChunk(per_row, shared, first_index)
+
+
+def failure_columns(
+    *, request_id: str, model_name: str, model_version: str, variant: str, error: str, latency_ms: float | None
+) -> LogChunk:
+    """One row for a request a variant could not answer (it was answered by another): what went wrong."""
+    shared = {
+        "request_id": request_id,
+        "logged_at": np.datetime64(datetime.now(UTC).replace(tzinfo=None), "us"),
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "variant": variant,
+        "latency_ms": latency_ms,
+        "error": error[:500],
+    }
+    return LogChunk({"prediction": np.array([None], dtype=object)}, shared)
+
+
+def answered(log: pd.DataFrame) -> pd.DataFrame:
+    """The rows that carry a prediction (not a variant's failure to answer)."""
+    if "error" not in log.columns:
+        return log
+    return log[log["error"].isna()].reset_index(drop=True)
 
 
 def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
@@ -109,7 +137,7 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
     def repeated(name: str) -> np.ndarray:
         # object arrays, not numpy text: one long request id would widen every row of a fixed-width array
         dtype = "datetime64[us]" if name == "logged_at" else object
-        return np.repeat(np.array([chunk.shared[name] for chunk in chunks], dtype=dtype), sizes)
+        return np.repeat(np.array([chunk.shared.get(name) for chunk in chunks], dtype=dtype), sizes)
 
     def log_column(name: str) -> np.ndarray:
         if name == "record_index":
@@ -117,14 +145,16 @@ def table_from_chunks(chunks: list[LogChunk]) -> pa.Table:
         return per_row[name] if name in per_row else repeated(name)
 
     probabilities = [name for name in names if name.startswith(PROBABILITY_PREFIX)]
+    request = [name for name in REQUEST_COLUMNS if any(chunk.shared.get(name) is not None for chunk in chunks)]
     columns = {
         **{name: column for name, column in per_row.items() if name not in LOG_COLUMNS and name not in probabilities},
         **{name: log_column(name) for name in LOG_COLUMNS},
+        **{name: repeated(name) for name in request},
         **{name: per_row[name] for name in probabilities},
     }
     # from_pandas: NaN and pd.NA become nulls, as they did when this went through a pandas frame.
     # logged_at: log_columns stamps naive UTC times; the files say so, and read back timezone-aware.
-    types = {"logged_at": pa.timestamp("us", tz="UTC")}
+    types = {"logged_at": pa.timestamp("us", tz="UTC"), "latency_ms": pa.float64(), "error": pa.string()}
     return pa.table({name: pa.array(col, type=types.get(name), from_pandas=True) for name, col in columns.items()})
 
 

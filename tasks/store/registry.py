@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
@@ -19,8 +20,12 @@ from tasks.model.gate import GateDecision
 from tasks.settings import Settings
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 AUDIT_PREFIX = "audit."
+TRAFFIC_TAG = "traffic"
+CHAMPION_MOVES = ("promote", "rollback")  # audit actions that moved @champion; the others only record
+TrafficMode = Literal["champion", "ab", "shadow"]
 
 
 def connect(settings: Settings, experiment_name: str | None = None) -> MlflowClient:
@@ -59,7 +64,7 @@ class AuditEvent:
 
     seq: int
     at: str
-    action: str  # promote | rollback
+    action: str  # promote | rollback (CHAMPION_MOVES); rollout-start | rollout-step | rollout-abort record only
     version: str
     previous: str | None
     by: str
@@ -78,15 +83,7 @@ def set_champion(client: MlflowClient, name: str, version: str, action: str, by:
     previous = str(former.version) if former else None
     if previous == str(version):
         raise ValueError(f"{name} v{version} is already @{CHAMPION}")
-    event = AuditEvent(
-        seq=len(history(client, name)) + 1,
-        at=datetime.now(UTC).isoformat(timespec="seconds"),
-        action=action,
-        version=str(version),
-        previous=previous,
-        by=by,
-        reason=reason,
-    )
+    event = _next_event(client, name, action, str(version), previous, by, reason)
     client.set_registered_model_alias(name, CHAMPION, str(version))
     if previous:
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
@@ -99,17 +96,64 @@ def set_champion(client: MlflowClient, name: str, version: str, action: str, by:
         "champion.action": action,
     }.items():
         client.set_model_version_tag(name, str(version), key, value)
-    client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{event.seq:05d}", json.dumps(asdict(event)))
+    _write(client, name, event)
     return event
+
+
+def record(client: MlflowClient, name: str, action: str, version: str, by: str, reason: str) -> AuditEvent:
+    """An audit entry that moves no alias (a rollout's start, steps and abort), beside the champion's moves."""
+    former = current_champion(client, name)
+    event = _next_event(client, name, action, str(version), str(former.version) if former else None, by, reason)
+    _write(client, name, event)
+    return event
+
+
+def _next_event(
+    client: MlflowClient, name: str, action: str, version: str, previous: str | None, by: str, reason: str
+) -> AuditEvent:
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    return AuditEvent(len(history(client, name)) + 1, at, action, version, previous, by, reason)
+
+
+def _write(client: MlflowClient, name: str, event: AuditEvent) -> None:
+    client.set_registered_model_tag(name, f"{AUDIT_PREFIX}{event.seq:05d}", json.dumps(asdict(event)))
 
 
 def rollback_target(events: list[AuditEvent], current: str) -> str:
     """The latest earlier champion that was not itself rolled back from."""
+    events = [e for e in events if e.action in CHAMPION_MOVES]
     rolled_back_from = {e.previous for e in events if e.action == "rollback"}
     for event in reversed(events):
         if event.version != current and event.version not in rolled_back_from:
             return event.version
     raise ValueError("no earlier champion to roll back to")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """How serving replicas split a model's traffic, kept in the registry so that a rollout changes it without a
+    redeploy: replicas read it as they follow the aliases. Without one, the serving config's mode applies."""
+
+    mode: TrafficMode
+    challenger_share: float = 0.0  # of A/B keys, in [0, 1]
+    by: str = ""
+    reason: str = ""
+    at: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.challenger_share <= 1:
+            raise ValueError(f"challenger_share must be in [0, 1], not {self.challenger_share}")
+
+
+def read_traffic(client: MlflowClient, name: str) -> Traffic | None:
+    value = client.get_registered_model(name).tags.get(TRAFFIC_TAG)
+    return Traffic(**json.loads(value)) if value else None
+
+
+def set_traffic(client: MlflowClient, name: str, mode: TrafficMode, share: float, by: str, reason: str) -> Traffic:
+    traffic = Traffic(mode, share, by, reason, datetime.now(UTC).isoformat(timespec="seconds"))
+    client.set_registered_model_tag(name, TRAFFIC_TAG, json.dumps(asdict(traffic)))
+    return traffic
 
 
 def record_gate(client: MlflowClient, name: str, version: str, decision: GateDecision) -> None:

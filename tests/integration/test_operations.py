@@ -93,7 +93,18 @@ class Stack:
         raise AssertionError(f"no finished run of {deployment} within {timeout} s; worker log:\n{self.worker_log()}")
 
     def worker_log(self) -> str:
-        return (self.state_dir / "logs" / "worker.log").read_text(errors="replace")[-5000:]
+        return self.service_log("worker")
+
+    def service_log(self, name: str, chars: int = 5000) -> str:
+        path = self.state_dir / "logs" / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else f"(no {path})"
+
+    def explain(self, run: dict) -> str:
+        """What a failed run says for itself (its last log lines), and the tails of the services' logs."""
+        found = self.query("/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "sort": "TIMESTAMP_DESC"})
+        lines = "\n".join(entry["message"][:1000] for entry in reversed(found[:25]))
+        services = "\n".join(f"--- {name}.log\n{self.service_log(name, 2000)}" for name in ("mlflow", "worker"))
+        return f"{run['state']}\n--- the run's log\n{lines}\n{services}"
 
     def s3(self):
         from deployments.stack import bucket_filesystem
@@ -143,7 +154,8 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
     finally:
         receiver.shutdown()
         stopped = handle.stack("down").stdout
-        assert all(name in stopped for name in SERVICES), stopped
+        gone = [name for name in SERVICES if name not in stopped]
+        assert not gone, f"{stopped}\n" + "\n".join(f"--- {n}.log\n{handle.service_log(n, 3000)}" for n in gone)
         assert "nothing was running" in handle.stack("down").stdout  # stopping a stopped stack is harmless
         assert not list(state.glob("*.pid"))
         if prefix:
@@ -171,13 +183,13 @@ def test_training_deployment_promotes_then_the_smoke_test_passes_on_the_live_api
     before = {r["id"] for r in stack.runs_of("smoke-test-on-promotion")}
     stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", f"params={SMALL}")
     trained = stack.wait_for_run("train-weekly", after=set())
-    assert trained["state_type"] == "COMPLETED", trained["state"]
+    assert trained["state_type"] == "COMPLETED", stack.explain(trained)
     scheduled = [r for r in stack.runs_of("train-weekly") if r["state_type"] == "SCHEDULED"]
     assert scheduled, "the weekly cron is scheduled"
 
     # the promotion event ran the smoke test through the automation, against the Ray Serve app
     smoke = stack.wait_for_run("smoke-test-on-promotion", after=before)
-    assert smoke["state_type"] == "COMPLETED", f"{smoke['state']}\n{stack.worker_log()}"
+    assert smoke["state_type"] == "COMPLETED", stack.explain(smoke)
     champion = stack.mlflow().get_model_version_by_alias("churn", "champion")
     assert httpx.get(f"{stack.serve_url}/metadata").json()["model_version"] == str(champion.version)
 
@@ -206,7 +218,7 @@ def test_new_data_event_runs_the_retraining_deployment(stack, tmp_path):
     new_data = ["flows/new_data.py", str(tmp_path / "fresh.csv"), "--dataset", "churn-upload", "--target", "churned"]
     stack.run(sys.executable, *new_data, "--model", "churn")
     retrained = stack.wait_for_run("retrain-on-new-data", after=set())
-    assert retrained["state_type"] == "COMPLETED", f"{retrained['state']}\n{stack.worker_log()}"
+    assert retrained["state_type"] == "COMPLETED", stack.explain(retrained)
     assert retrained["parameters"]["params"]["data_uri"] == "s3://tabloop/storage/inbox/churn-upload/fresh.csv"
     assert len(stack.mlflow().search_model_versions("name = 'churn'")) == versions + 1
 
@@ -234,7 +246,7 @@ def test_drift_event_runs_the_retrain_on_drift_deployment(stack, tmp_path):
     )
     stack.run(sys.executable, "-c", code)
     retrained = stack.wait_for_run("retrain-on-drift", after=set())
-    assert retrained["state_type"] == "COMPLETED", f"{retrained['state']}\n{stack.worker_log()}"
+    assert retrained["state_type"] == "COMPLETED", stack.explain(retrained)
     assert retrained["parameters"]["params"]["data_uri"] == request["data_uri"]
     assert len(stack.mlflow().search_model_versions("name = 'churn'")) == versions + 1
 

@@ -153,3 +153,14 @@ def binary_contract():
     from tests.unit.test_contract import demo_contract
 
     return demo_contract(classes=[0, 1], positive_class=1)
+
+
+@pytest.mark.parametrize("spending", ["late", "even"])
+def test_the_looks_spend_exactly_the_false_win_budget(spending):
+    policy = ComparisonPolicy(alpha=0.05, max_looks=4, spending=spending)
+    levels = [policy.level(look) for look in range(1, 5)]
+    assert sum(levels) == pytest.approx(0.05)
+    if spending == "even":
+        assert levels == pytest.approx([0.0125] * 4)
+    else:  # little early, most where the data is
+        assert levels == sorted(levels) and levels[0] < 0.001 and levels[-1] > 0.5 * 0.05
