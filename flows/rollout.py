@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import getpass
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mlflow.tracking import MlflowClient
 from prefect import flow
 from pydantic import BaseModel, Field
 
@@ -28,7 +31,7 @@ from tasks.monitoring.rollout import RolloutPolicy, promotion_reasons
 from tasks.monitoring.variants import Comparison
 from tasks.ops import cli
 from tasks.ops.shell import shell_run
-from tasks.settings import get_settings
+from tasks.settings import Settings, get_settings
 from tasks.steps import approval
 from tasks.steps import rollout as steps
 from tasks.store import registry
@@ -43,10 +46,13 @@ class RolloutParams(BaseModel):
     actor: str | None = Field(None, description="Who the audit trail names; default the user running it.")
 
 
+Outcome = Literal["promoted", "kept", "stopped"]
+
+
 class RolloutResult(BaseModel):
     version: str
     promoted: bool
-    outcome: str  # promoted | stopped | kept
+    outcome: Outcome
     steps_passed: list[str]
     reasons: list[str]
     verdicts: list[str] = Field(default_factory=list, description="Each look at the labels.")
@@ -65,35 +71,68 @@ def rollout(params: RolloutParams) -> RolloutResult:
     passed: list[str] = []
     looks: list[Comparison] = []
 
+    plan, approved = policy.plan(), Approved(actor, [])
     with steps.withdrawn_on_failure(client, name, watched, actor):
         # 1. shadow, then each canary share; a failed check ends it with the champion answering everything
-        for look, stage in enumerate(policy.plan(), start=1):
+        for look, stage in enumerate(plan, start=1):
+            if look == len(plan) and policy.require_approval:  # before the version answers everything
+                approved = ask(name, watched, lines, policy, settings, actor)
+                if not approved.yes:
+                    return finish(client, name, watched, "kept", approved.reasons, lines, passed, looks, approved.by)
             entered = steps.enter(client, name, stage, actor)
             check, comparison = steps.hold(settings, name, watched, stage, entered, policy, labels, look)
             looks += [comparison] if comparison is not None else []
             lines += check.reasons
             if check.status == "fail":
-                steps.abort(client, name, watched, check.reasons, actor)
-                steps.publish(name, watched, lines, "stopped")
-                return result(watched, False, "stopped", passed, check.reasons, looks)
+                return finish(client, name, watched, "stopped", check.reasons, lines, passed, looks, actor)
             steps.passed(client, name, watched, stage, check, actor)
             passed.append(stage.label)
 
-        # 2. promote on the evidence, through a person when the policy asks
+        # 2. promote on the evidence (and the person's approval, when asked)
         promote, reasons = promotion_reasons(looks, policy)
-        gate = GatePolicy(require_approval=policy.require_approval, approval_timeout_s=policy.approval_timeout_s)
-        decision = GateDecision(promote, reasons, 0.0, None, watched.champion.version)
-        decision, by = approval.reviewed(decision, name, watched.version, gate, settings, actor)
-        outcome = "promoted" if decision.promote else "kept"
-        (steps.promote if decision.promote else steps.keep)(client, name, watched, decision.reasons, by)
-    steps.publish(name, watched, [*lines, *decision.reasons], outcome)
-    return result(watched, decision.promote, outcome, passed, decision.reasons, looks)
+        outcome = "promoted" if promote else "kept"
+        return finish(client, name, watched, outcome, [*reasons, *approved.reasons], lines, passed, looks, approved.by)
+
+
+@dataclass(frozen=True)
+class Approved:
+    by: str
+    reasons: list[str]
+    yes: bool = True
+
+
+def ask(
+    name: str, watched: steps.Watched, lines: list[str], policy: RolloutPolicy, settings: Settings, actor: str
+) -> Approved:
+    """A person's answer (the gate's form and timeout) before the last step, with the evidence so far."""
+    gate = GatePolicy(require_approval=True, approval_timeout_s=policy.approval_timeout_s)
+    decision = GateDecision(True, lines, 0.0, None, watched.champion.version)
+    decision, by = approval.reviewed(decision, name, watched.version, gate, settings, actor)
+    return Approved(by, [decision.reasons[-1]], decision.promote)
+
+
+def finish(
+    client: MlflowClient,
+    name: str,
+    watched: steps.Watched,
+    outcome: Outcome,
+    reasons: list[str],
+    lines: list[str],
+    passed: list[str],
+    looks: list[Comparison],
+    by: str,
+) -> RolloutResult:
+    """Promote, keep the champion, or stop: the registry, the events and the run's report."""
+    ending = {"promoted": steps.promote, "kept": steps.keep, "stopped": steps.abort}[outcome]
+    ending(client, name, watched, reasons, by)
+    steps.publish(name, watched, [*lines, *reasons] if outcome != "stopped" else lines, outcome)
+    return result(watched, outcome == "promoted", outcome, passed, reasons, looks)
 
 
 def result(
     watched: steps.Watched,
     promoted: bool,
-    outcome: str,
+    outcome: Outcome,
     passed: list[str],
     reasons: list[str],
     looks: list[Comparison],

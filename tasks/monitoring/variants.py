@@ -44,11 +44,11 @@ class ComparisonPolicy(BaseModel):
 
     min_labelled: int = Field(500, ge=10, description="Labelled records per arm (pairs, for shadow) before a verdict.")
     alpha: float = Field(
-        0.05,
+        0.025,
         gt=0,
         lt=0.5,
         description="Chance of declaring a challenger of the champion's quality better, over all the looks "
-        "together; the same budget bounds declaring it worse.",
+        "together (one-sided: 0.025 is the usual two-sided 5%); the same budget bounds declaring it worse.",
     )
     max_looks: int = Field(4, ge=1, description="Looks planned at the growing data (a rollout's steps).")
     spending: Literal["late", "even"] = Field(

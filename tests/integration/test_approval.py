@@ -7,10 +7,10 @@ this test: it finds the paused run through the Prefect API and resumes it with t
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
+from tests.paused import paused_run
 from tests.webhook import WebhookReceiver
 
 pytestmark = pytest.mark.integration
@@ -41,21 +41,6 @@ def train_in_background(timeout_s: int) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, outcome
-
-
-def paused_run(seen: set[str], patience_s: float = 300) -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-
-    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"])))
-    deadline = time.time() + patience_s
-    with get_client(sync_client=True) as client:
-        while time.time() < deadline:
-            fresh = [r for r in client.read_flow_runs(flow_run_filter=flt) if str(r.id) not in seen]
-            if fresh:
-                return str(fresh[0].id)
-            time.sleep(1)
-    raise AssertionError("no run paused for approval")
 
 
 def finished(thread: threading.Thread, outcome: dict):
