@@ -160,6 +160,7 @@ def retrain_params(ctx: steps.Champion, data_uri: str, n_trials: int, declared: 
         "id_columns": contract.id_columns,
         "timestamp_column": contract.timestamp_column,
         "positive_class": contract.positive_class,
+        "features": contract.features,
         "n_trials": n_trials,
     }
     spec = declared.model_dump(exclude_unset=True) if declared else {"plugins": contract.plugins}

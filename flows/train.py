@@ -67,6 +67,8 @@ def train(params: TrainParams | None = None, spec: str | None = None) -> TrainRe
         schema = demo.schema()
     else:
         raw, source = steps.load_file(params.data_uri, settings), params.data_uri
+        if plan.features:  # from the feature store, as of each row's time
+            raw = steps.with_features(raw, plan, settings)
         schema = steps.dataset_schema(raw, source, plan, settings)
     accepted, dropped = steps.validate(raw, schema, source, plan)
 
@@ -143,6 +145,7 @@ def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
         drop_missing_target=params.drop_missing_target,
         families=tuple(params.families),
         plugins=tuple(params.plugins),
+        features=tuple(params.features),
     )
 
 

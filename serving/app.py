@@ -37,6 +37,7 @@ from ray import serve
 
 from serving.routing import Mode, PredictionBuffer, choose_variant, sticky_key
 from tasks.runtime.loaded import Scored, predict_grouped
+from tasks.runtime.online import Missing
 from tasks.runtime.validation import Columns, RequestValidationError
 from tasks.settings import Settings
 from tasks.store import prediction_log
@@ -73,6 +74,11 @@ class ServeConfig(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     max_records: int = Field(10_000, ge=1, description="More records in one request get 413.")
     api_token_env: str = Field("TABLOOP_API_TOKEN", description="When this variable is set, /predict needs it.")
+    missing_features: Missing = Field(
+        "refuse",
+        description="A model with feature-store inputs, for an entity the online store has no values for: "
+        "refuse (422 naming the entity) or impute (score with the values missing, as training saw such rows).",
+    )
     log_predictions: bool = True
     log_flush_s: float = Field(2.0, gt=0, description="How often buffered predictions are written to storage.")
     log_max_rows: int = Field(200_000, ge=1, description="Buffer bound while storage is unreachable.")
@@ -161,6 +167,10 @@ def follow_model(settings: Settings, name: str, config: ServeConfig) -> Served:
     return served
 
 
+class FeatureStoreUnavailable(RuntimeError):
+    """The online feature store did not answer: the request gets a 503, and may be retried."""
+
+
 def failure_text(err: Exception) -> str:
     if isinstance(err, RequestValidationError):
         return "invalid for this version: " + "; ".join(f"{p.field}: {p.problem}" for p in err.problems[:5])
@@ -200,8 +210,12 @@ class ModelService:
             self.log = PredictionBuffer(
                 settings, self.config.log_flush_s, self.config.log_max_rows, writer=f"serving-{uuid.uuid4().hex[:6]}"
             )
-        self.predict_batch.set_max_batch_size(self.config.max_batch_size)
-        self.predict_batch.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        self.settings = settings
+        self.online: Any = None  # the online feature store's client, made when a model needs it
+        self._start_online_features()
+        for batched in (self.predict_batch, self.lookup_batch):
+            batched.set_max_batch_size(self.config.max_batch_size)
+            batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         self.requests = metrics.Counter(
             "tabloop_requests",
             description="Prediction requests by model, version, variant and outcome.",
@@ -354,7 +368,9 @@ class ModelService:
         if model is None:
             return self._refuse(503, served.champion.error or "no model version loaded yet", request_id, served.name)
         try:
-            columns = model.validator.validate(records)
+            columns = model.validator.validate(await self._assembled(model, records))
+        except FeatureStoreUnavailable as err:
+            return self._refuse(503, str(err), request_id, served.name)
         except RequestValidationError as err:
             tags = {"model": model.name, "model_version": model.version, "variant": "champion", "outcome": "invalid"}
             self.requests.inc(tags=tags)
@@ -379,8 +395,9 @@ class ModelService:
     ) -> JSONResponse | Exception:
         """One version's answer to the records, logged; or the exception that kept it from answering."""
         try:
-            columns = columns if columns is not None else model.validator.validate(records)
-        except RequestValidationError as err:
+            if columns is None:
+                columns = model.validator.validate(await self._assembled(model, records))
+        except (RequestValidationError, FeatureStoreUnavailable) as err:
             return err
         scored = await self.predict_batch((model, columns))
         if isinstance(scored, Exception):
@@ -409,6 +426,64 @@ class ModelService:
         requests) and holds the GIL anyway; handing it to a thread doubled the cost per request (measured with
         benchmarks/serving.py: 81 -> 172 requests/s at concurrency 32)."""
         return predict_grouped(items)
+
+    def _start_online_features(self) -> None:
+        """Feast's import and its registry are seconds of work: paid here, before the replica is ready, for the
+        models loaded now that look features up (a version swapped in later pays it on its first request)."""
+        from tasks.runtime import online
+
+        for served in self.served.values():
+            model = served.champion.current
+            if model is not None and model.contract.features:
+                self.online = self.online or online.OnlineFeatures(self.settings)
+                self.online.keys(model.contract.features)
+
+    async def _assembled(self, model: Any, records: list[Any]) -> list[Any]:
+        """The records with the model's feature-store inputs filled in from the online store (one call for the
+        requests of a dynamic batch); records without them pass through unchanged."""
+        from tasks.runtime import online
+
+        refs = model.contract.features
+        indexes = online.to_look_up(records, refs) if refs else []
+        if not indexes:
+            return records
+        if self.online is None:
+            self.online = online.OnlineFeatures(self.settings)
+        keys = self.online.keys(refs)
+        rows, problems = online.entity_rows(records, indexes, keys)
+        if problems:
+            raise RequestValidationError(problems)
+        values = await self.lookup_batch((tuple(refs), rows))
+        if isinstance(values, Exception):
+            raise FeatureStoreUnavailable(f"online feature store: {type(values).__name__}: {values}") from values
+        records, problems = online.assemble(records, indexes, refs, keys, values, self.config.missing_features)
+        if problems:
+            raise RequestValidationError(problems)
+        return records
+
+    @serve.batch(
+        max_batch_size=ServeConfig.model_fields["max_batch_size"].default,
+        batch_wait_timeout_s=ServeConfig.model_fields["batch_wait_timeout_s"].default,
+    )
+    async def lookup_batch(self, items: list[tuple[tuple[str, ...], list[dict]]]) -> list[dict | Exception]:
+        """Many requests' entity rows, one online-store call per set of feature references, split back."""
+        by_refs: dict[tuple[str, ...], list[int]] = {}
+        for index, (refs, _) in enumerate(items):
+            by_refs.setdefault(refs, []).append(index)
+        answers: dict[int, dict | Exception] = {}
+        for refs, indexes in by_refs.items():
+            rows = [row for i in indexes for row in items[i][1]]
+            try:
+                values = self.online.lookup(refs, rows)
+            except Exception as err:  # the store is down: those requests get a 503, not a crash
+                answers.update({i: err for i in indexes})
+                continue
+            start = 0
+            for i in indexes:
+                size = len(items[i][1])
+                answers[i] = {name: column[start : start + size] for name, column in values.items()}
+                start += size
+        return [answers[i] for i in range(len(items))]
 
     def _variant(
         self, served: Served, request: Request, records: list[Any], request_id: str, mode: str, share: float

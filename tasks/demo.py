@@ -83,6 +83,30 @@ def generate(n_rows: int = 5000, seed: int = 42, drift: float = 0.0, start: str 
     return frame
 
 
+def activity(customers: pd.DataFrame, seed: int = 7, weeks: int = 14) -> pd.DataFrame:
+    """Weekly activity snapshots per customer (the demo's feature source): support tickets and data usage over
+    the trailing 30 days, stamped with the time each value became known. Customers who churn call support more
+    in the weeks before, so the features carry signal that the request's own columns do not."""
+    rng = np.random.default_rng(seed)
+    n = len(customers)
+    start = pd.Timestamp(customers[TIMESTAMP_COLUMN].min()).floor("D") - pd.Timedelta(days=35)
+    churned = customers[TARGET].to_numpy() if TARGET in customers.columns else np.zeros(n)
+    frames = []
+    for week in range(weeks):
+        known_at = start + pd.Timedelta(weeks=week) + pd.to_timedelta(rng.integers(0, 86400, n), "s")
+        frames.append(
+            pd.DataFrame(
+                {
+                    ID_COLUMN: customers[ID_COLUMN].to_numpy(),
+                    TIMESTAMP_COLUMN: known_at,
+                    "tickets_30d": rng.poisson(0.8 + 1.6 * churned),
+                    "usage_30d_gb": rng.gamma(2.0, 30.0 - 12.0 * churned).round(1),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
 def _mix(base: list[float], drifted: list[float], drift: float) -> list[float]:
     weights = (1 - drift) * np.asarray(base) + drift * np.asarray(drifted)
     return list(weights / weights.sum())

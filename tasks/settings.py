@@ -55,6 +55,16 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "models",
         description="The folder of model specs (<name>.yaml): the models the server serves and flows find by name.",
     )
+    features_dir: Path = Field(
+        default=PROJECT_ROOT / "features",
+        description="The folder of feature definitions (<name>.py, each with definitions(settings)) for the "
+        "feature store.",
+    )
+    feature_online_store: str | None = Field(
+        default=None,
+        description="The feature store's online store: a redis://host:port URL; None: a SQLite file in the local "
+        "state folder.",
+    )
     mlflow_http_max_retries: int = Field(
         default=4,
         ge=0,

@@ -55,6 +55,9 @@ class ModelContract(BaseModel):
     excluded: dict[str, str] = Field(default_factory=dict, description="Columns that are not features, and why.")
     family: str | None = Field(None, description="The model family of the fitted estimator (tasks/model/families).")
     plugins: list[str] = Field(default_factory=list, description="Modules that register the family, when not ours.")
+    features: list[str] = Field(
+        default_factory=list, description="Feature-store references among the inputs (view:feature), looked up by id."
+    )
     input_schema: str = Field(description="The Pandera schema (JSON) the training data passed.")
     data: DataLineage
 
@@ -90,6 +93,7 @@ def build(
     positive: Any = None,
     excluded: dict[str, str] | None = None,
     plugins: list[str] | None = None,
+    features: list[str] | None = None,
 ) -> ModelContract:
     """The contract of a model trained on `data`. A binary task's positive class is `positive` when given (it
     must be one of the classes), else the rule of metrics.positive_class."""
@@ -105,6 +109,7 @@ def build(
         timestamp_column=timestamp_column,
         excluded=dict(excluded or {}),
         plugins=list(plugins or []),
+        features=list(features or []),
         input_schema=schemas.schema_to_json(schema),
         data=data,
     )

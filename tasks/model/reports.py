@@ -78,6 +78,9 @@ def model_input_markdown(model_name: str, contract: ModelContract) -> str:
     )
     dropped = contract.data.dropped_missing_target
     note = f"\n{dropped} rows without a target value were left out.\n" if dropped else ""
+    if contract.features:
+        listed = ", ".join(f"`{ref}`" for ref in contract.features)
+        note += f"\nFrom the feature store, as of each row's time (looked up by id at serving): {listed}.\n"
     return f"""# {model_name}: the model's input
 
 Target `{contract.target}` ({contract.task_type}); {len(contract.numeric)} numeric and

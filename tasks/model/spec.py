@@ -37,6 +37,11 @@ class TrainParams(BaseModel):
     )
     id_columns: list[str] | None = Field(None, description="Columns that identify rows and are never features.")
     timestamp_column: str | None = None
+    features: list[str] = Field(
+        default_factory=list,
+        description="Feature-store references (view:feature, declared in features/) joined onto each row as of "
+        "its timestamp_column, by the views' entity columns; serving looks them up online.",
+    )
     demo_rows: int = Field(5000, ge=100)
     demo_seed: int = 42
     demo_drift: float = Field(0.0, ge=0, le=1)
@@ -66,6 +71,8 @@ class TrainParams(BaseModel):
     def _target_with_data(self) -> TrainParams:
         if self.data_uri is not None and not self.target:
             raise ValueError("target is required with data_uri: the column the model learns to predict")
+        if self.features and self.data_uri is not None and not self.timestamp_column:
+            raise ValueError("features need timestamp_column: each row gets the values known at its time")
         return self
 
     @property

@@ -31,7 +31,7 @@ from tasks.ops import events
 from tasks.runtime.loaded import load_version
 from tasks.settings import Settings
 from tasks.steps.retries import IO_RETRIES, step
-from tasks.store import data, registry, storage
+from tasks.store import data, features, registry, storage
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class TrainPlan:
     drop_missing_target: bool = False
     families: tuple[str, ...] = DEFAULT_FAMILIES
     plugins: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
 
     @property
     def not_features(self) -> tuple[str, ...]:
@@ -91,6 +92,18 @@ def load_file(uri: str, settings: Settings) -> pd.DataFrame:
     return data.load_table(uri, settings)
 
 
+@step(**IO_RETRIES)
+def with_features(raw: pd.DataFrame, plan: TrainPlan, settings: Settings) -> pd.DataFrame:
+    """The rows with the feature store's values as of each row's time (point in time: no value from after
+    it), before validation, so the features are checked, versioned and described like any other column."""
+    store = features.apply(settings)
+    joined = features.training_frame(store, raw, plan.features, plan.timestamp_column)
+    missing = joined[features.feature_columns(plan.features)].isna().all(axis=1).sum()
+    logger = get_run_logger()
+    logger.info("features %s joined; %d of %d rows had none known at their time", plan.features, missing, len(raw))
+    return joined
+
+
 def schema_uri(settings: Settings, dataset: str) -> str:
     return storage.join(settings.storage_url, "datasets", dataset, "schema.json")
 
@@ -105,7 +118,12 @@ def dataset_schema(raw: pd.DataFrame, source: str, plan: TrainPlan, settings: Se
         raise schemas.DataValidationError(
             source, [schemas.Problem(column=plan.target, check="column_in_dataframe", rows=0)]
         )
-    return schemas.infer_schema(raw, plan.target, plan.task_type != "regression", plan.timestamp_column)
+    inferred = schemas.infer_schema(raw, plan.target, plan.task_type != "regression", plan.timestamp_column)
+    if not plan.features:
+        return inferred
+    # an online lookup can find no value for an entity (new, or not materialized): the contract allows it
+    looked_up = [c for c in features.feature_columns(plan.features) if c in inferred.columns]
+    return inferred.update_columns({name: {"nullable": True} for name in looked_up})
 
 
 @step
@@ -174,6 +192,7 @@ def contract_for(
         positive=plan.positive_class,
         excluded=excluded,
         plugins=list(plan.plugins),
+        features=list(plan.features),
     )
     create_markdown_artifact(
         reports.model_input_markdown(plan.model_name, contract),

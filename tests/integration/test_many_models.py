@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tasks.store import prediction_log, registry
+from tests.local_ray import local_serve, wait_ready
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,19 +63,12 @@ def prices(n: int, seed: int, flipped: bool = False) -> pd.DataFrame:
     return pd.DataFrame({"flat_id": flat_id, "size_m2": size, "rooms": rooms, "district": district, "price": price})
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def feature_records(frame: pd.DataFrame, drop: list[str]) -> list[dict]:
     return json.loads(frame.drop(columns=drop).to_json(orient="records", date_format="iso"))
 
 
 @pytest.fixture(scope="module")
 def two_models(prefect_server, tmp_path_factory) -> Iterator[dict]:
-    import ray
     from ray import serve
 
     from flows.train import main
@@ -122,29 +115,12 @@ def two_models(prefect_server, tmp_path_factory) -> Iterator[dict]:
         families = "--families linear hist_gradient_boosting"
         second = main(["--data-uri", str(root / "prices.parquet"), *flags.split(), *families.split()])
         assert first.promoted and second.promoted
-        port = free_port()
-        ray.init(
-            address="local",
-            num_cpus=4,
-            include_dashboard=False,
-            object_store_memory=200 * 1024**2,
-            runtime_env={"env_vars": env},
-            log_to_driver=False,
-        )
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        args = {"poll_interval_s": 0.5, "log_flush_s": 0.5, "max_records": 50}  # serves every declared model
-        serve.run(build_app(args), name="many", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while httpx.get(f"{url}/ready").status_code != 200:
-            assert time.time() < deadline, "the app never became ready"
-            time.sleep(0.5)
-        try:
+        with local_serve(env) as url:
+            args = {"poll_interval_s": 0.5, "log_flush_s": 0.5, "max_records": 50}  # serves every declared model
+            serve.run(build_app(args), name="many", route_prefix="/")
+            wait_ready(url)
             yield {"url": url, "root": root, "settings": get_settings(), "members": first, "prices": second}
             serve.delete("many")
-        finally:
-            serve.shutdown()
-            ray.shutdown()
 
 
 def test_train_from_the_shell_lists_every_parameter():

@@ -9,7 +9,6 @@ the customers the clients send, joined on the customer id."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ import pytest
 from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
 from tasks.model.gate import GatePolicy
 from tasks.store import prediction_log, registry
+from tests.local_ray import local_serve, wait_ready
 
 pytestmark = pytest.mark.integration
 MODEL = "churn-rollout"
@@ -30,12 +30,6 @@ QUICK = {"n_trials": 2, "cv_folds": 2, "families": ["linear"], "target": TARGET,
 # p99 of a few dozen requests on a shared 2-core machine is noise: these tests give it room (the check itself
 # is unit-tested, tests/unit/test_rollout_checks.py)
 FAST = {"check_every_s": 0.5, "hold_s": 2, "min_requests": 40, "max_step_s": 90, "p99_slack_ms": 1000}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def training_file(root: Path, name: str, seed: int, change=None) -> str:
@@ -64,7 +58,6 @@ def inverted(frame):
 
 @pytest.fixture(scope="module")
 def world(prefect_server, tmp_path_factory) -> Iterator[dict]:
-    import ray
     from ray import serve
 
     from flows.train import TrainParams, train
@@ -101,24 +94,10 @@ def world(prefect_server, tmp_path_factory) -> Iterator[dict]:
         clients = generate(n_rows=3000, seed=99)
         labels = root / "labels.csv"
         clients[[ID_COLUMN, TARGET]].to_csv(labels, index=False)
-        port = free_port()
-        ray.init(
-            address="local",
-            num_cpus=4,
-            include_dashboard=False,
-            object_store_memory=200 * 1024**2,
-            runtime_env={"env_vars": env},
-            log_to_driver=False,
-        )
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app({"poll_interval_s": 0.5, "log_flush_s": 0.5}), name="rollout", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while httpx.get(f"{url}/ready").status_code != 200:
-            assert time.time() < deadline, "the app never became ready"
-            time.sleep(0.5)
         payloads = json.loads(clients.drop(columns=[TARGET, TIMESTAMP_COLUMN]).to_json(orient="records"))
-        try:
+        with local_serve(env) as url:
+            serve.run(build_app({"poll_interval_s": 0.5, "log_flush_s": 0.5}), name="rollout", route_prefix="/")
+            wait_ready(url)
             yield {
                 "url": url,
                 "settings": settings,
@@ -127,9 +106,6 @@ def world(prefect_server, tmp_path_factory) -> Iterator[dict]:
                 "payloads": payloads,
                 "labels": str(labels),
             }
-        finally:
-            serve.shutdown()
-            ray.shutdown()
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,22 +17,16 @@ import pytest
 from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
 from tasks.model.gate import GatePolicy
 from tasks.store import registry
+from tests.local_ray import free_port, local_serve, wait_ready
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-token-3f9a"
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
     """Two registered versions (v1 @champion, v2 not), and the app serving @champion on a local Ray."""
-    import ray
     from ray import serve
 
     from flows.train import TrainParams, train
@@ -67,24 +60,9 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
             "max_body_bytes": 50_000,
             "max_records": 100,
         }
-        port = free_port()
-        # 4 logical CPUs on 2 cores: the apps of these tests side by side, each replica asking for a fraction
-        ray.init(
-            address="local",  # a new local instance, never a cluster some other process started
-            num_cpus=4,
-            include_dashboard=False,
-            object_store_memory=200 * 1024**2,
-            runtime_env={"env_vars": env},
-            log_to_driver=False,
-        )
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(args), name="churn", route_prefix="/")
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while httpx.get(f"{url}/ready").status_code != 200:
-            assert time.time() < deadline, "the app never became ready"
-            time.sleep(0.5)
-        try:
+        with local_serve(env) as url:
+            serve.run(build_app(args), name="churn", route_prefix="/")
+            wait_ready(url)
             yield {
                 "url": url,
                 "settings": settings,
@@ -92,9 +70,6 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
                 "args": args,
             }
             serve.delete("churn")
-        finally:
-            serve.shutdown()
-            ray.shutdown()
 
 
 def records(n: int, seed: int = 11) -> list[dict]:
