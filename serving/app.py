@@ -430,13 +430,18 @@ class ModelService:
     def _start_online_features(self) -> None:
         """Feast's import and its registry are seconds of work: paid here, before the replica is ready, for the
         models loaded now that look features up (a version swapped in later pays it on its first request)."""
-        from tasks.runtime import online
 
         for served in self.served.values():
             model = served.champion.current
             if model is not None and model.contract.features:
-                self.online = self.online or online.OnlineFeatures(self.settings)
-                self.online.keys(model.contract.features)
+                self._online_client().keys(model.contract.features)
+
+    def _online_client(self) -> Any:
+        from tasks.runtime import online
+
+        if self.online is None:
+            self.online = online.OnlineFeatures(self.settings)
+        return self.online
 
     async def _assembled(self, model: Any, records: list[Any]) -> list[Any]:
         """The records with the model's feature-store inputs filled in from the online store (one call for the
@@ -447,9 +452,7 @@ class ModelService:
         indexes = online.to_look_up(records, refs) if refs else []
         if not indexes:
             return records
-        if self.online is None:
-            self.online = online.OnlineFeatures(self.settings)
-        keys = self.online.keys(refs)
+        keys = self._online_client().keys(refs)
         rows, problems = online.entity_rows(records, indexes, keys)
         if problems:
             raise RequestValidationError(problems)
@@ -466,24 +469,8 @@ class ModelService:
         batch_wait_timeout_s=ServeConfig.model_fields["batch_wait_timeout_s"].default,
     )
     async def lookup_batch(self, items: list[tuple[tuple[str, ...], list[dict]]]) -> list[dict | Exception]:
-        """Many requests' entity rows, one online-store call per set of feature references, split back."""
-        by_refs: dict[tuple[str, ...], list[int]] = {}
-        for index, (refs, _) in enumerate(items):
-            by_refs.setdefault(refs, []).append(index)
-        answers: dict[int, dict | Exception] = {}
-        for refs, indexes in by_refs.items():
-            rows = [row for i in indexes for row in items[i][1]]
-            try:
-                values = self.online.lookup(refs, rows)
-            except Exception as err:  # the store is down: those requests get a 503, not a crash
-                answers.update({i: err for i in indexes})
-                continue
-            start = 0
-            for i in indexes:
-                size = len(items[i][1])
-                answers[i] = {name: column[start : start + size] for name, column in values.items()}
-                start += size
-        return [answers[i] for i in range(len(items))]
+        """Many requests' entity rows, one online-store call per set of feature references (OnlineFeatures)."""
+        return self.online.lookup_grouped(items)
 
     def _variant(
         self, served: Served, request: Request, records: list[Any], request_id: str, mode: str, share: float

@@ -6,11 +6,11 @@ Plain Python (no Ray): the serving app, batch scoring and the smoke test all sco
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import numpy as np
@@ -24,6 +24,8 @@ from tasks.model.metrics import plain
 from tasks.runtime.validation import Columns, RecordValidator, rows_in
 from tasks.settings import Settings
 from tasks.store import prediction_log
+
+Item, Whole, Part = TypeVar("Item"), TypeVar("Whole"), TypeVar("Part")
 
 
 @dataclass(frozen=True)
@@ -168,27 +170,49 @@ def input_example_records(local: Path) -> list[dict[str, Any]]:
     return json.loads(pd.DataFrame(example).to_json(orient="records", date_format="iso"))
 
 
-def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored | Exception]:
-    """Score a batch of validated requests: one frame and one model call per model version present, split back.
-    A version whose call fails fails only its own requests: they get the exception in place of their answer."""
-    results: list[Scored | Exception | None] = [None] * len(items)
-    by_version: dict[tuple[str, str], list[int]] = {}
-    for index, (model, _) in enumerate(items):
-        by_version.setdefault((model.name, model.version), []).append(index)
-    for indexes in by_version.values():
-        model = items[indexes[0]][0]
+def call_grouped(
+    items: Sequence[Item],
+    key: Callable[[Item], Hashable],
+    call: Callable[[list[Item]], Whole],
+    size: Callable[[Item], int],
+    part: Callable[[Whole, int, int], Part],
+) -> list[Part | Exception]:
+    """One `call` per group of items with the same `key`, its result split back per item in order (`size` rows
+    each, cut by `part`). A group whose call fails fails only its own items: they get the exception in place of
+    their answer, so one version's (or one store's) fault never fails the rest of a batch."""
+    results: list[Part | Exception | None] = [None] * len(items)
+    groups: dict[Hashable, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(key(item), []).append(index)
+    for indexes in groups.values():
         try:
-            scored = model.score(model.validator.frame(*(items[i][1] for i in indexes)))
-        except Exception as err:  # a challenger's fault must not fail the champion's requests in the same batch
+            whole = call([items[i] for i in indexes])
+        except Exception as err:
             for i in indexes:
                 results[i] = err
             continue
         start = 0
         for i in indexes:
-            size = rows_in(items[i][1])
-            results[i] = scored.slice(start, start + size)
-            start += size
-    return [result for result in results if result is not None]
+            stop = start + size(items[i])
+            results[i] = part(whole, start, stop)
+            start = stop
+    return results  # every place is filled by now
+
+
+def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored | Exception]:
+    """Score a batch of validated requests: one frame and one model call per model version present, split back."""
+
+    def score(group: list[tuple[LoadedModel, Columns]]) -> Scored:
+        model = group[0][0]
+        return model.score(model.validator.frame(*(columns for _, columns in group)))
+
+    return call_grouped(
+        items,
+        key=lambda item: (item[0].name, item[0].version),
+        call=score,
+        size=lambda item: rows_in(item[1]),
+        part=lambda scored, start, stop: scored.slice(start, stop),
+    )
 
 
 class Following:

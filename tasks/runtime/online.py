@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from tasks.runtime.loaded import call_grouped
 from tasks.runtime.validation import FieldProblem
 from tasks.settings import Settings
 from tasks.store import features
@@ -36,6 +37,17 @@ class OnlineFeatures:
 
     def lookup(self, refs: Sequence[str], entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         return features.online_features(self.store, refs, entity_rows)
+
+    def lookup_grouped(self, items: list[tuple[tuple[str, ...], list[dict[str, Any]]]]) -> list[Any]:
+        """Many requests' entity rows: one online-store call per set of references, split back per request;
+        a call that fails (the store is down) gives its requests the exception."""
+        return call_grouped(
+            items,
+            key=lambda item: item[0],
+            call=lambda group: self.lookup(group[0][0], [row for _, rows in group for row in rows]),
+            size=lambda item: len(item[1]),
+            part=lambda values, start, stop: {name: column[start:stop] for name, column in values.items()},
+        )
 
 
 def to_look_up(records: list[Any], refs: Sequence[str]) -> list[int]:
