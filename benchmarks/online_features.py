@@ -54,7 +54,7 @@ def trained_with_features(workdir: Path) -> tuple[list[dict], list[dict]]:
     with shell_run():
         assert train(params).promoted
     store = features.apply(settings)
-    features.materialize(store, since=datetime(2025, 1, 1, tzinfo=UTC))
+    features.materialize(store, ["customer_activity"], since=datetime(2025, 1, 1, tzinfo=UTC))
     ids_only = json.loads(labelled.drop(columns=[TARGET, TIMESTAMP_COLUMN]).head(2000).to_json(orient="records"))
     online = features.online_features(store, REFS, [{ID_COLUMN: r[ID_COLUMN]} for r in ids_only])
     full = [{**r, **{name: online[name][i] for name in online}} for i, r in enumerate(ids_only)]

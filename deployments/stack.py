@@ -14,6 +14,9 @@ What `up` starts (logs and pid files under .storage/stack/, or TABLOOP_STACK_STA
 and then applies prefect.yaml and the automations (deployments/apply.py). Every process gets the same
 TABLOOP_* settings, so data snapshots, reports, prediction logs and alerts live in s3://tabloop/storage.
 
+Feature store: its online store is the Redis at TABLOOP_STACK_ONLINE_STORE_URL (default redis://127.0.0.1:6379/0,
+checked at `up`; not started by the stack); set it empty for the embedded SQLite file instead.
+
 Databases: SQLite files in the state folder, or with TABLOOP_DATABASE_URL=postgresql://user@host:5432 one
 PostgreSQL server holding Prefect's, MLflow's and the shared Optuna storage's own databases (tabloop_prefect,
 tabloop_mlflow, tabloop_optuna; the prefix is TABLOOP_STACK_DATABASE_PREFIX), created when missing.
@@ -77,6 +80,9 @@ class StackSettings(BaseSettings):
         description="A PostgreSQL server for Prefect, MLflow and Optuna, each in its own database; None: SQLite.",
     )
     database_prefix: str = "tabloop"
+    online_store_url: str | None = Field(
+        "redis://127.0.0.1:6379/0", description="The feature store's online store (Redis); empty: a SQLite file."
+    )
     start_timeout_s: float = 180
 
     def database(self, store: str, driver: str | None = None) -> str | None:
@@ -88,6 +94,10 @@ class StackSettings(BaseSettings):
     @property
     def database_names(self) -> list[str]:
         return [f"{self.database_prefix}_{store}" for store in STORES] if self.database_url else []
+
+    @property
+    def online_store(self) -> str | None:
+        return self.online_store_url or None
 
     @property
     def s3_url(self) -> str:
@@ -122,6 +132,7 @@ def client_env(stack: StackSettings) -> dict[str, str]:
     optuna = stack.database("optuna", "psycopg2")
     return {
         **({"TABLOOP_OPTUNA_STORAGE": optuna} if optuna else {}),
+        **({"TABLOOP_FEATURE_ONLINE_STORE": stack.online_store} if stack.online_store else {}),
         "PREFECT_API_URL": stack.prefect_api_url,
         "TABLOOP_STORAGE_URL": f"s3://{stack.bucket}/storage",
         "TABLOOP_S3_ENDPOINT_URL": stack.s3_url,
@@ -424,6 +435,8 @@ def up(stack: StackSettings) -> None:
             f"postgres databases {', '.join(stack.database_names)}"
             + (f" (created {', '.join(created)})" if created else "")
         )
+    if stack.online_store:
+        check_redis(stack.online_store)
     ensure(["s3"])
     ensure_bucket(stack, env)
     ensure([n for n in ("prefect", "mlflow", "ray") if n in by_name])
@@ -432,6 +445,19 @@ def up(stack: StackSettings) -> None:
         deploy_serving(stack, env)
     ensure(["worker"])
     print(describe(stack))
+
+
+def check_redis(url: str) -> None:
+    """The online store answers before anything starts, or `up` says which setting to change."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as err:
+        raise SystemExit(
+            f"the feature store's Redis at {databases.redact_url(url)} does not answer ({err}); start it, or set "
+            "TABLOOP_STACK_ONLINE_STORE_URL= (empty) for the embedded SQLite online store"
+        ) from None
 
 
 def down(stack: StackSettings) -> None:
@@ -467,6 +493,8 @@ def describe(stack: StackSettings) -> str:
     ]
     if stack.database_url:
         lines.append(f"PostgreSQL   {databases.redact_url(stack.database_url)}: {', '.join(stack.database_names)}")
+    if stack.online_store:
+        lines.append(f"Online store {databases.redact_url(stack.online_store)} (feature store)")
     if stack.serve:
         lines += [f"Model API    {stack.serve_url}/docs", f"Ray UI       {stack.ray_dashboard_url}"]
     lines.append('Shell        eval "$(python deployments/stack.py env)"')

@@ -9,12 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from tasks.demo import activity_uri
 from tasks.settings import Settings
-from tasks.store import storage
-
-
-def activity_uri(settings: Settings) -> str:
-    return storage.join(settings.storage_url, "features", "customer_activity.parquet")
 
 
 def definitions(settings: Settings) -> list[Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
 from tasks.ops import cli
@@ -36,14 +36,22 @@ class MaterializeParams(BaseModel):
 @step(**IO_RETRIES)
 def register(settings: Settings) -> Any:
     """The features folder's definitions, applied to the registry (new views, changed sources)."""
-    store = features.apply(settings)
-    features.check_sources(store, settings)
-    return store
+    return features.apply(settings)
 
 
 @step(**IO_RETRIES)
-def copy_to_online(store: Any, params: MaterializeParams) -> list[str]:
-    return features.materialize(store, params.until, params.since)
+def written_views(store: Any, settings: Settings) -> list[str]:
+    """The views with a source to read. A view whose source was never written is skipped with a warning, not
+    failed: a schedule that runs before the first data arrives is not an incident."""
+    unwritten = features.unwritten_sources(store, settings)
+    if unwritten:
+        get_run_logger().warning("skipped, source not written yet (write it, then materialize): %s", unwritten)
+    return [view.name for view in store.list_feature_views() if view.name not in unwritten]
+
+
+@step(**IO_RETRIES)
+def copy_to_online(store: Any, views: list[str], params: MaterializeParams) -> list[str]:
+    return features.materialize(store, views, params.until, params.since)
 
 
 @flow(name="materialize", log_prints=True)
@@ -51,8 +59,8 @@ def materialize(params: MaterializeParams | None = None) -> list[str]:
     params = params or MaterializeParams()
     settings = get_settings()
     store = register(settings)
-    views = copy_to_online(store, params)
-    print(f"materialized {views} up to {params.until or 'now'}")
+    views = copy_to_online(store, written_views(store, settings), params)
+    print(f"materialized {views or 'nothing'} up to {params.until or 'now'}")
     return views
 
 

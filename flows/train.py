@@ -5,6 +5,7 @@ python flows/train.py --data-uri customers.csv --target churned --task-type bina
 python flows/train.py --spec models/customers.yaml           # the same parameters from a YAML file
 python flows/train.py --spec customers                       # the model declared in models/customers.yaml
 python flows/train.py --spec churn --report report.md         # also write the gate decision and model card
+python flows/train.py --model-name churn-activity --features customer_activity:tickets_30d   # demo + feature store
 python flows/train.py --help                                 # every parameter
 """
 
@@ -35,9 +36,9 @@ from tasks.ops.shell import shell_run
 from tasks.settings import Settings, get_settings
 from tasks.steps import approval, runs
 from tasks.steps import train as steps
-from tasks.steps.retries import step
+from tasks.steps.retries import IO_RETRIES, step
 from tasks.steps.train import TrainPlan
-from tasks.store import registry
+from tasks.store import features, registry
 from tasks.store.data import split
 
 
@@ -64,7 +65,10 @@ def train(params: TrainParams | None = None, spec: str | None = None) -> TrainRe
     # 1. load and validate: bad data stops here, before anything is trained or registered
     if params.is_demo:
         raw, source = load_demo(params.demo_rows, params.demo_seed, params.demo_drift), demo.SOURCE
-        schema = demo.schema()
+        if plan.features:  # the demo's customers' activity becomes the feature store's source first
+            publish_demo_activity(raw, settings)
+            raw = steps.with_features(raw, plan, settings)
+        schema = demo.schema(features.feature_columns(plan.features))
     else:
         raw, source = steps.load_file(params.data_uri, settings), params.data_uri
         if plan.features:  # from the feature store, as of each row's time
@@ -152,6 +156,11 @@ def plan_for(params: TrainParams, settings: Settings) -> TrainPlan:
 @step
 def load_demo(rows: int, seed: int, drift: float) -> pd.DataFrame:
     return demo.generate(n_rows=rows, seed=seed, drift=drift)
+
+
+@step(**IO_RETRIES)
+def publish_demo_activity(customers: pd.DataFrame, settings: Settings) -> None:
+    demo.publish_activity(customers, settings)
 
 
 def main(argv: list[str] | None = None) -> TrainResult:

@@ -6,9 +6,14 @@ chooses the demo (`python flows/train.py` with no arguments).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+
+from tasks.settings import Settings
+from tasks.store import storage
 
 CONTRACTS = ["month-to-month", "one-year", "two-year"]
 PAYMENT_METHODS = ["electronic-check", "mailed-check", "bank-transfer", "credit-card"]
@@ -107,13 +112,28 @@ def activity(customers: pd.DataFrame, seed: int = 7, weeks: int = 14) -> pd.Data
     return pd.concat(frames, ignore_index=True)
 
 
+def activity_uri(settings: Settings) -> str:
+    """Where the demo's activity lives: the source of the customer_activity view (features/churn.py)."""
+    return storage.join(settings.storage_url, "features", "customer_activity.parquet")
+
+
+def publish_activity(customers: pd.DataFrame, settings: Settings, seed: int = 7) -> pd.DataFrame:
+    """Write the customers' activity to the feature source, stamped in UTC as Feast compares times."""
+    events = activity(customers, seed=seed)
+    events[TIMESTAMP_COLUMN] = events[TIMESTAMP_COLUMN].dt.tz_localize("UTC")
+    storage.write_parquet(activity_uri(settings), events, settings)
+    return events
+
+
 def _mix(base: list[float], drifted: list[float], drift: float) -> list[float]:
     weights = (1 - drift) * np.asarray(base) + drift * np.asarray(drifted)
     return list(weights / weights.sum())
 
 
-def schema() -> pa.DataFrameSchema:
-    """The contract the demo data (and every request scored by its model) must meet, declared by hand."""
+def schema(feature_columns: Sequence[str] = ()) -> pa.DataFrameSchema:
+    """The contract the demo data (and every request scored by its model) must meet, declared by hand; with
+    the feature-store columns a model joins (missing where no value was known at the row's time)."""
+    looked_up = {name: pa.Column(float, pa.Check.ge(0), nullable=True) for name in feature_columns}
     return pa.DataFrameSchema(
         {
             ID_COLUMN: pa.Column(str, pa.Check.str_matches(r"^C\d{4}-\d{6}$")),
@@ -130,6 +150,7 @@ def schema() -> pa.DataFrameSchema:
             "support_tickets": pa.Column(int, pa.Check.in_range(0, 100)),
             "data_usage_gb": pa.Column(float, pa.Check.in_range(0, 10_000), nullable=True),
             TARGET: pa.Column(int, pa.Check.isin([0, 1])),
+            **looked_up,
         },
         coerce=True,
         strict=True,

@@ -6,21 +6,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, activity, generate
+from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate, publish_activity
 from tasks.settings import Settings
-from tasks.store import storage
 
 REFS = ["customer_activity:tickets_30d", "customer_activity:usage_30d_gb"]
 
 
 def labelled_with_activity(settings: Settings, folder: Path, rows: int = 1200) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Labelled customers written to folder/labelled.csv, their weekly activity to the source of features/churn.py."""
-    from features.churn import activity_uri
-
     labelled = generate(n_rows=rows, seed=5)
-    events = activity(labelled, seed=6)
-    events[TIMESTAMP_COLUMN] = events[TIMESTAMP_COLUMN].dt.tz_localize("UTC")
-    storage.write_parquet(activity_uri(settings), events, settings)
+    events = publish_activity(labelled, settings, seed=6)
     labelled.to_csv(folder / "labelled.csv", index=False)
     return labelled, events
 

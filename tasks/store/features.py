@@ -136,27 +136,29 @@ def training_frame(store: Any, rows: pd.DataFrame, refs: Sequence[str], timestam
     return pd.concat([kept, found.reset_index(drop=True)], axis=1)
 
 
-def check_sources(store: Any, settings: Settings) -> None:
-    """Every view's Parquet source exists: a clear message instead of Dask's when one was never written."""
-    missing = [
-        f"{view.name}: {view.batch_source.path}"
+def unwritten_sources(store: Any, settings: Settings) -> dict[str, str]:
+    """The views whose Parquet source does not exist yet, with its path: nothing to materialize from there."""
+    return {
+        view.name: view.batch_source.path
         for view in store.list_feature_views()
         if getattr(view.batch_source, "path", None) and not storage.exists(view.batch_source.path, settings)
-    ]
-    if missing:
-        raise FeatureError(f"feature sources not written yet (write them, then materialize): {missing}")
+    }
 
 
-def materialize(store: Any, until: datetime | None = None, since: datetime | None = None) -> list[str]:
-    """Copy the latest feature values up to `until` (default now) from the offline sources to the online store:
-    from `since`, or else from where the last run stopped (a view never materialized starts one TTL back, as
-    Feast does; pass `since` to backfill older data)."""
+def materialize(
+    store: Any, views: Sequence[str], until: datetime | None = None, since: datetime | None = None
+) -> list[str]:
+    """Copy the views' latest feature values up to `until` (default now) from the offline sources to the online
+    store: from `since`, or else from where the last run stopped (a view never materialized starts one TTL back,
+    as Feast does; pass `since` to backfill older data)."""
+    if not views:
+        return []
     end = until or datetime.now(UTC)
     if since is not None:
-        store.materialize(start_date=since, end_date=end)
+        store.materialize(start_date=since, end_date=end, feature_views=list(views))
     else:
-        store.materialize_incremental(end_date=end)
-    return [view.name for view in store.list_feature_views()]
+        store.materialize_incremental(end_date=end, feature_views=list(views))
+    return list(views)
 
 
 def online_features(store: Any, refs: Sequence[str], entity_rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -29,7 +29,9 @@ def test_materialized_values_are_served_from_redis(redis_settings):
 
     write_activity(redis_settings, [("a", "2026-01-01", 1, 10.0), ("a", "2026-01-10", 5, 20.0)])
     store = features.apply(redis_settings)
-    features.materialize(store, until=datetime(2026, 1, 20, tzinfo=UTC), since=datetime(2025, 12, 1, tzinfo=UTC))
+    features.materialize(
+        store, ["customer_activity"], until=datetime(2026, 1, 20, tzinfo=UTC), since=datetime(2025, 12, 1, tzinfo=UTC)
+    )
     assert redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB).dbsize() > 0, "the values are in Redis"
     online = features.online_features(store, REFS, [{"customer_id": "a"}, {"customer_id": "zz"}])
     assert online == {"tickets_30d": [5, None], "usage_30d_gb": [20.0, None]}

@@ -46,7 +46,12 @@ def served(prefect_server, tmp_path_factory) -> Iterator[dict]:
         trained = train(train_params(root, model_name=MODEL))
         assert trained.promoted
         store = features.apply(settings)
-        features.materialize(store, until=datetime(2026, 12, 1, tzinfo=UTC), since=datetime(2025, 1, 1, tzinfo=UTC))
+        features.materialize(
+            store,
+            ["customer_activity"],
+            until=datetime(2026, 12, 1, tzinfo=UTC),
+            since=datetime(2025, 1, 1, tzinfo=UTC),
+        )
 
         request_time = labelled.drop(columns=[TARGET, TIMESTAMP_COLUMN])  # what a client knows at request time
         with local_serve(env) as url:

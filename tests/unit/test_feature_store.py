@@ -56,7 +56,9 @@ def test_unknown_features_and_missing_entity_columns_are_refused_by_name(store):
 
 
 def test_materialized_values_are_served_online_and_an_unknown_entity_gets_none(store):
-    features.materialize(store, until=datetime(2026, 1, 20, tzinfo=UTC), since=datetime(2025, 12, 1, tzinfo=UTC))
+    features.materialize(
+        store, ["customer_activity"], until=datetime(2026, 1, 20, tzinfo=UTC), since=datetime(2025, 12, 1, tzinfo=UTC)
+    )
     online = features.online_features(store, REFS, [{"customer_id": "a"}, {"customer_id": "zz"}])
     assert online == {"tickets_30d": [5, None], "usage_30d_gb": [20.0, None]}
 
