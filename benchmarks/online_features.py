@@ -28,18 +28,15 @@ REFS = ["customer_activity:tickets_30d", "customer_activity:usage_30d_gb"]
 
 def trained_with_features(workdir: Path) -> tuple[list[dict], list[dict]]:
     """Train and materialize; return (id-only records, the same records with their online feature values)."""
-    from features.churn import activity_uri
     from flows.train import TrainParams, train
-    from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, activity, generate
+    from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate, publish_activity
     from tasks.ops.shell import shell_run
     from tasks.settings import get_settings
-    from tasks.store import features, storage
+    from tasks.store import features
 
     settings = get_settings()
     labelled = generate(n_rows=5000, seed=5)
-    events = activity(labelled, seed=6)
-    events[TIMESTAMP_COLUMN] = events[TIMESTAMP_COLUMN].dt.tz_localize("UTC")
-    storage.write_parquet(activity_uri(settings), events, settings)
+    publish_activity(labelled, settings, seed=6)
     labelled.to_csv(workdir / "labelled.csv", index=False)
     params = TrainParams(
         data_uri=str(workdir / "labelled.csv"),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tasks.demo import ID_COLUMN, TIMESTAMP_COLUMN, activity, generate
-from tasks.store import data, registry, storage
+from tasks.demo import ID_COLUMN, TIMESTAMP_COLUMN, generate, publish_activity
+from tasks.store import data, registry
 from tests.feature_data import REFS, labelled_with_activity, train_params
 
 pytestmark = pytest.mark.integration
@@ -41,15 +41,12 @@ def test_the_model_trains_on_the_values_known_at_each_rows_time(prefect_server, 
 def test_the_materialize_flow_skips_an_unwritten_source_then_fills_the_online_store(prefect_server, settings, caplog):
     from datetime import UTC, datetime
 
-    from features.churn import activity_uri
     from flows.materialize import MaterializeParams, materialize
     from tasks.store import features
 
     assert materialize(MaterializeParams()) == []
     assert "skipped, source not written yet" in caplog.text and "customer_activity" in caplog.text
-    events = activity(generate(n_rows=50, seed=8), seed=9)
-    events[TIMESTAMP_COLUMN] = events[TIMESTAMP_COLUMN].dt.tz_localize("UTC")
-    storage.write_parquet(activity_uri(settings), events, settings)
+    events = publish_activity(generate(n_rows=50, seed=8), settings, seed=9)
     since = datetime(2025, 1, 1, tzinfo=UTC)
     assert materialize(MaterializeParams(since=since)) == ["customer_activity"]
     customer = events[ID_COLUMN].iloc[0]
