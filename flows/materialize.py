@@ -2,9 +2,11 @@
 
     python flows/materialize.py                                  # from where the last run stopped, to now
     python flows/materialize.py --since 2026-01-01T00:00:00Z     # backfill from a date
+    python flows/materialize.py --views customer_activity        # one view
 
 Serving looks a model's feature-store inputs up in the online store; this keeps it current. Scheduled by the
-materialize-hourly deployment (prefect.yaml).
+materialize-hourly deployment, and run by materialize-on-new-features when `flows/new_data.py --feature-view`
+announces rows for a view (prefect.yaml).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tasks.store import features
 
 
 class MaterializeParams(BaseModel):
+    views: list[str] | None = Field(None, description="Only these feature views (default: every view).")
     until: datetime | None = Field(None, description="Values up to this time (default now).")
     since: datetime | None = Field(
         None, description="Backfill from this time; default: where the last run stopped (one TTL back the first time)."
@@ -40,13 +43,18 @@ def register(settings: Settings) -> Any:
 
 
 @step(**IO_RETRIES)
-def written_views(store: Any, settings: Settings) -> list[str]:
-    """The views with a source to read. A view whose source was never written is skipped with a warning, not
-    failed: a schedule that runs before the first data arrives is not an incident."""
+def written_views(store: Any, settings: Settings, asked: list[str] | None) -> list[str]:
+    """The views (all, or those asked for) with a source to read. A view whose source was never written is
+    skipped with a warning, not failed: a schedule that runs before the first data arrives is not an incident."""
+    names = [features.feature_view(store, name).name for name in asked] if asked else None
     unwritten = features.unwritten_sources(store, settings)
     if unwritten:
         get_run_logger().warning("skipped, source not written yet (write it, then materialize): %s", unwritten)
-    return [view.name for view in store.list_feature_views() if view.name not in unwritten]
+    return [
+        view.name
+        for view in store.list_feature_views()
+        if view.name not in unwritten and view.name in (names or [view.name])
+    ]
 
 
 @step(**IO_RETRIES)
@@ -59,7 +67,7 @@ def materialize(params: MaterializeParams | None = None) -> list[str]:
     params = params or MaterializeParams()
     settings = get_settings()
     store = register(settings)
-    views = copy_to_online(store, written_views(store, settings), params)
+    views = copy_to_online(store, written_views(store, settings, params.views), params)
     print(f"materialized {views or 'nothing'} up to {params.until or 'now'}")
     return views
 

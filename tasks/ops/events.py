@@ -8,6 +8,7 @@ from typing import Any
 from prefect.events import emit_event
 
 DATA_ARRIVED = "tabloop.data.arrived"
+FEATURES_ARRIVED = "tabloop.features.arrived"
 DRIFT_DETECTED = "tabloop.drift.detected"
 PERFORMANCE_DROPPED = "tabloop.performance.dropped"
 RETRAIN_TRIGGERED = "tabloop.retrain.triggered"
@@ -45,6 +46,10 @@ def model_event(
 
 def dataset_event(event: str, dataset: str, /, **payload: Any) -> None:
     emit_event(event=event, resource={"prefect.resource.id": f"tabloop.dataset.{dataset}"}, payload=payload)
+
+
+def feature_view_event(event: str, view: str, /, **payload: Any) -> None:
+    emit_event(event=event, resource={"prefect.resource.id": f"tabloop.feature-view.{view}"}, payload=payload)
 
 
 def emit_alert(alert: dict[str, Any], uri: str) -> None:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+from tasks.model.schemas import DataValidationError
+from tasks.store.data import DataLoadError
+from tasks.store.databases import DatabaseUnavailable
+from tasks.store.features import FeatureError
+
+# What the input or the machine got wrong, and says so itself: the shell gets the message, not a traceback
+# (the flow run's log in Prefect keeps the traceback).
+USER_ERRORS = (DataValidationError, DataLoadError, DatabaseUnavailable, FeatureError)
 
 
 @contextmanager
@@ -17,9 +27,15 @@ def shell_run() -> Iterator[None]:
     still starts a heartbeat thread per flow run and joins it at the run's end, where it sleeps in 1-second
     steps: 0 to 1 s added to every flow and subflow run. Against a real server (deployments, workers,
     `prefect server start`) heartbeats stay on.
+
+    An error of the input or the machine (USER_ERRORS) ends the process with its message and exit status 1.
     """
-    if PREFECT_API_URL.value():
-        yield
-        return
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        yield
+    try:
+        if PREFECT_API_URL.value():
+            yield
+            return
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

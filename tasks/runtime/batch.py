@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -11,7 +13,9 @@ import pyarrow.parquet as pq
 from tasks.model import schemas
 from tasks.runtime.loaded import LoadedModel, Scored
 from tasks.settings import Settings
-from tasks.store import data, prediction_log, storage
+from tasks.store import data, features, prediction_log, storage
+
+AS_OF = "__tabloop_as_of"
 
 
 def chunks(uri: str, settings: Settings, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -23,6 +27,25 @@ def chunks(uri: str, settings: Settings, chunk_rows: int) -> Iterator[pd.DataFra
                 yield batch.to_pandas()
         else:
             yield from pd.read_csv(handle, chunksize=chunk_rows)
+
+
+def with_store_features(
+    chunk: pd.DataFrame, model: LoadedModel, store: Any, as_of: datetime
+) -> tuple[pd.DataFrame, int]:
+    """The chunk with the model's feature-store inputs it does not carry itself, by the point-in-time join that
+    built its training set: as known at each row's time (the model's timestamp column, when the file has it),
+    else at `as_of`. Returns the frame and how many rows had no value known; those are scored with the
+    features missing, as training rows with none were (the schema decides whether missing is allowed)."""
+    absent = [ref for ref in model.contract.features if features.feature_columns([ref])[0] not in chunk.columns]
+    if not absent:
+        return chunk, 0
+    timestamp = model.contract.timestamp_column
+    column = timestamp if timestamp and timestamp in chunk.columns else AS_OF
+    rows = chunk if column == timestamp else chunk.assign(**{AS_OF: pd.Timestamp(as_of)})
+    joined = features.training_frame(store, rows, absent, column).drop(columns=[AS_OF], errors="ignore")
+    joined.index = chunk.index
+    unknown = int(joined[features.feature_columns(absent)].isna().all(axis=1).sum())
+    return joined, unknown
 
 
 def validate_chunk(chunk: pd.DataFrame, model: LoadedModel, source: str) -> pd.DataFrame:

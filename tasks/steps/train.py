@@ -121,9 +121,15 @@ def dataset_schema(raw: pd.DataFrame, source: str, plan: TrainPlan, settings: Se
     inferred = schemas.infer_schema(raw, plan.target, plan.task_type != "regression", plan.timestamp_column)
     if not plan.features:
         return inferred
-    # an online lookup can find no value for an entity (new, or not materialized): the contract allows it
+    # a lookup can find no value for an entity (new, or not materialized): the contract allows it, and a
+    # missing whole number is a float's NaN, so counts become numbers
     looked_up = [c for c in features.feature_columns(plan.features) if c in inferred.columns]
-    return inferred.update_columns({name: {"nullable": True} for name in looked_up})
+    return inferred.update_columns({name: looked_up_column(inferred.columns[name]) for name in looked_up})
+
+
+def looked_up_column(column: pa.Column) -> dict[str, object]:
+    integer = schemas.column_kind(column.dtype) == "integer"
+    return {"nullable": True, **({"dtype": "float64"} if integer else {})}
 
 
 @step

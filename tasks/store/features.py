@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from tasks.settings import Settings
-from tasks.store import storage
+from tasks.store import data, storage
 
 PROJECT = "tabloop"
 ROW = "__tabloop_row"  # carried through Feast's join to put each row back where it was
@@ -134,6 +134,45 @@ def training_frame(store: Any, rows: pd.DataFrame, refs: Sequence[str], timestam
     found = joined.set_index(ROW)[feature_columns(refs)].reindex(range(len(rows)))
     kept = rows.drop(columns=[c for c in feature_columns(refs) if c in rows.columns]).reset_index(drop=True)
     return pd.concat([kept, found.reset_index(drop=True)], axis=1)
+
+
+def feature_view(store: Any, name: str) -> Any:
+    views = {view.name: view for view in store.list_feature_views()}
+    if name not in views:
+        raise FeatureError(f"no feature view {name!r} in the feature store; known: {sorted(views)}")
+    return views[name]
+
+
+def add_source_rows(store: Any, view_name: str, rows: pd.DataFrame, settings: Settings) -> tuple[str, datetime]:
+    """Add rows to a view's Parquet source (a row for an entity and time already there replaces it) and return
+    the source and the earliest time added: materializing from there brings the online store up to date even
+    when the rows arrive late. The whole source is rewritten: for sources too large for that, write them with
+    your own pipeline and run the materialize flow with `since`."""
+    view = feature_view(store, view_name)
+    source = getattr(view.batch_source, "path", None)
+    if not source:
+        raise FeatureError(f"feature view {view_name!r} has no file source to add rows to")
+    keys = [column.name for column in view.entity_columns]
+    stamp = view.batch_source.timestamp_field
+    needed = [*keys, stamp, *(f.name for f in view.features)]
+    missing = [c for c in needed if c not in rows.columns]
+    if missing:
+        raise FeatureError(f"rows for {view_name!r} need columns {missing} (it has {needed})")
+    if rows.empty:
+        raise FeatureError(f"no rows to add to {view_name!r}")
+    added = rows[needed].copy()
+    try:
+        added[stamp] = pd.to_datetime(added[stamp], utc=True, format="ISO8601")
+    except (ValueError, TypeError) as err:
+        raise FeatureError(f"rows for {view_name!r}: column {stamp!r} holds values that are not times: {err}") from None
+    if added[stamp].isna().any():
+        raise FeatureError(f"rows for {view_name!r}: {int(added[stamp].isna().sum())} rows have no {stamp!r}")
+    for key in keys:
+        added[key] = added[key].astype(str)
+    before = data.load_table(source, settings) if storage.exists(source, settings) else added.iloc[:0]
+    merged = pd.concat([before, added], ignore_index=True).drop_duplicates(subset=[*keys, stamp], keep="last")
+    storage.write_parquet(source, merged.sort_values(stamp, kind="stable").reset_index(drop=True), settings)
+    return source, added[stamp].min().to_pydatetime()
 
 
 def unwritten_sources(store: Any, settings: Settings) -> dict[str, str]:

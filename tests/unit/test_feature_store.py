@@ -87,3 +87,39 @@ def test_records_are_assembled_from_looked_up_values_and_sent_values_win():
     assert [p.record for p in problems] == [1] and "customer_id='zz'" in problems[0].problem
     imputed, problems = online.assemble(both, [0, 1], REFS, ["customer_id"], values, "impute")
     assert not problems and imputed[1] == {"customer_id": "zz", "tickets_30d": None, "usage_30d_gb": 3.0}
+
+
+def test_added_rows_join_the_source_replacing_the_same_entity_and_time(store, settings):
+    from features.churn import activity_uri
+
+    late = pd.DataFrame(
+        {
+            "customer_id": ["a", "c"],
+            "event_timestamp": ["2026-01-10T00:00:00Z", "2026-01-03T00:00:00Z"],  # a's Jan 10 corrected; c is new
+            "tickets_30d": [7, 3],
+            "usage_30d_gb": [21.0, 40.0],
+            "comment": ["extra columns", "are left out"],
+        }
+    )
+    source, since = features.add_source_rows(store, "customer_activity", late, settings)
+    assert source == activity_uri(settings) and since == datetime(2026, 1, 3, tzinfo=UTC)
+    written = pd.read_parquet(source)
+    assert len(written) == 4 and "comment" not in written
+    assert written.set_index(["customer_id", "tickets_30d"]).index.tolist() == [("a", 1), ("c", 3), ("b", 2), ("a", 7)]
+
+    features.materialize(store, ["customer_activity"], since=since, until=datetime(2026, 1, 20, tzinfo=UTC))
+    online = features.online_features(store, REFS, [{"customer_id": "a"}, {"customer_id": "c"}])
+    assert online == {"tickets_30d": [7, 3], "usage_30d_gb": [21.0, 40.0]}
+
+
+def test_rows_for_a_view_are_refused_when_they_cannot_be_its_source(store, settings):
+    good = {"customer_id": ["a"], "event_timestamp": ["2026-02-01"], "tickets_30d": [1], "usage_30d_gb": [1.0]}
+    with pytest.raises(features.FeatureError, match=r"no feature view 'activity'.*known: \['customer_activity'\]"):
+        features.add_source_rows(store, "activity", pd.DataFrame(good), settings)
+    with pytest.raises(features.FeatureError, match=r"need columns \['usage_30d_gb'\]"):
+        features.add_source_rows(store, "customer_activity", pd.DataFrame(good).drop(columns="usage_30d_gb"), settings)
+    with pytest.raises(features.FeatureError, match=r"'event_timestamp' holds values that are not times"):
+        features.add_source_rows(
+            store, "customer_activity", pd.DataFrame({**good, "event_timestamp": ["soon"]}), settings
+        )
+    assert len(pd.read_parquet(features.feature_view(store, "customer_activity").batch_source.path)) == 3

@@ -77,3 +77,17 @@ def test_monitoring_retrains_with_the_declared_spec_and_the_champion_s_data_fact
     assert (retrain.target, retrain.model_name, retrain.positive_class) == ("churned", "customers", 1)
     undeclared = retrain_params(champion, "fresh.csv", 4, None)
     assert undeclared.families == TrainParams().families and undeclared.dataset_name == "churn-demo"
+
+
+def test_a_flow_started_from_the_shell_ends_on_an_input_error_with_its_message(capsys):
+    from tasks.ops.shell import shell_run
+    from tasks.store.features import FeatureError
+
+    with pytest.raises(SystemExit) as exited, shell_run():
+        raise FeatureError("no feature view 'nope' in the feature store; known: ['customer_activity']")
+    assert exited.value.code == 1
+    assert (
+        capsys.readouterr().err == "error: no feature view 'nope' in the feature store; known: ['customer_activity']\n"
+    )
+    with pytest.raises(KeyError), shell_run():  # a defect keeps its traceback
+        raise KeyError("bug")
