@@ -1,12 +1,21 @@
-"""Serving throughput and latency: our Ray Serve app against `mlflow models serve`, same model version.
+"""Serving throughput and latency: our Ray Serve app against three baselines, same model version.
 
     python benchmarks/serving.py [--seconds 10] [--concurrency 1 16 32] [--rows 1 100]
 
 Registers one HistGradientBoosting model of the demo data in a throwaway MLflow store, then for each server in turn
-(started by this script, on this machine) drives closed-loop load: `concurrency` requests in flight, each of
+(started by this script, on this machine: `mlflow models serve` as it ships, the same with 2 workers and
+OMP_NUM_THREADS=1, and a minimal FastAPI app, benchmarks/baseline_app.py, with 2 uvicorn workers and
+OMP_NUM_THREADS=1) drives closed-loop load: `concurrency` requests in flight, each of
 `rows` records, for `seconds`, from wrk when it is installed (`apt-get install wrk`; a C client in its own
 process) or else from an asyncio client in this process (`--client` chooses). Prints requests/s, rows/s, p50
-and p99 latency, and ours/mlflow ratios, plus the model's in-process batched rate as the ceiling.
+and p99 latency, and our ratio against the best baseline of each cell, plus the model's in-process batched rate
+as the ceiling.
+
+Then the id-only cell (skip it with --skip-id-only): a model trained on a point-in-time training set (the demo's
+customers and features/churn.py's activity view) in another throwaway store, materialized to the SQLite online
+store, served by the same app; requests carrying only the customer id and the request-time columns (the replica
+looks the rest up) against requests carrying every feature, alternated for --id-only-rounds rounds, at
+--id-only-concurrency. Target (issue #19): lookups cost at most 25% of throughput and 10 ms of p99.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +265,9 @@ def main() -> None:
         help="load generator: wrk (Debian package `wrk`) when installed, else the asyncio client in this process",
     )
     parser.add_argument("--skip-baseline", action="store_true", help="only our app (while iterating; no ratios)")
+    parser.add_argument("--skip-id-only", action="store_true", help="leave out the online-feature cell")
+    parser.add_argument("--id-only-concurrency", type=int, nargs="+", default=[32])
+    parser.add_argument("--id-only-rounds", type=int, default=2, help="each id-only cell this many times, alternating")
     args = parser.parse_args()
     if args.client == "auto":
         args.client = "wrk" if shutil.which("wrk") else "asyncio"
@@ -280,8 +293,20 @@ def main() -> None:
             {"dataframe_records": [records[(i * rows + j) % len(records)] for j in range(rows)]}
         ).encode()
 
-    # (b) mlflow models serve, one uvicorn worker as its default
-    base = {} if args.skip_baseline else serve_mlflow(args, mlflow_body)
+    # (b) the baselines, each given a fair setup: mlflow models serve as it ships (one worker), with 2 workers and
+    # OMP_NUM_THREADS=1 (two processes of scikit-learn on two cores otherwise oversubscribe threads), and a
+    # minimal hand-written FastAPI app (2 uvicorn workers, OMP_NUM_THREADS=1)
+    baselines: dict[str, dict[tuple[int, int], dict[str, float]]] = {}
+    if not args.skip_baseline:
+        baselines["mlflow"] = serve_baseline(args, "mlflow", mlflow_command(1), "/invocations", mlflow_body, {})
+        one_thread = {"OMP_NUM_THREADS": "1"}
+        baselines["mlflow-2w"] = serve_baseline(
+            args, "mlflow-2w", mlflow_command(2), "/invocations", mlflow_body, one_thread
+        )
+        fastapi_env = {**one_thread, "BASELINE_MODEL_URI": "models:/bench@champion"}
+        baselines["fastapi-2w"] = serve_baseline(
+            args, "fastapi-2w", FASTAPI_COMMAND, "/predict", ours_body, fastapi_env
+        )
 
     # (a) our Ray Serve app as serving/config.yaml deploys it: its args, replicas/autoscaling and resources
     import ray
@@ -309,51 +334,148 @@ def main() -> None:
 
     print(f"\nin-process batched predict_proba: {in_process_rows_s:,.0f} rows/s (10,000-row calls)")
     print(
-        f"{'rows':>5} {'conc':>5} {'ours req/s':>11} {'mlflow req/s':>13} {'ratio':>6} {'ours p99':>9} "
-        f"{'mlflow p99':>11} {'ours rows/s':>12} {'of in-proc':>10}"
+        f"{'rows':>5} {'conc':>5} {'ours req/s':>11} {'best baseline':>14} {'its req/s':>10} {'ratio':>6} "
+        f"{'ours p99':>9} {'its p99':>9} {'ours rows/s':>12} {'of in-proc':>10}   all baselines (req/s)"
     )
-    nan = {"rps": float("nan"), "p99": float("nan")}
     for key, mine in ours.items():
-        theirs = base.get(key, nan)
         rows = key[0]
+        found = {name: cells[key] for name, cells in baselines.items() if key in cells}
+        best_name = max(found, key=lambda name: found[name]["rps"]) if found else "-"
+        best = found.get(best_name, {"rps": float("nan"), "p99": float("nan")})
+        every = ", ".join(f"{name} {cell['rps']:.1f}" for name, cell in found.items())
         print(
-            f"{rows:>5} {key[1]:>5} {mine['rps']:>11.1f} {theirs['rps']:>13.1f} "
-            f"{mine['rps'] / theirs['rps']:>5.1f}x {mine['p99']:>7.1f}ms {theirs['p99']:>9.1f}ms "
-            f"{mine['rps'] * rows:>12,.0f} {mine['rps'] * rows / in_process_rows_s:>9.0%}"
+            f"{rows:>5} {key[1]:>5} {mine['rps']:>11.1f} {best_name:>14} {best['rps']:>10.1f} "
+            f"{mine['rps'] / best['rps']:>5.1f}x {mine['p99']:>7.1f}ms {best['p99']:>7.1f}ms "
+            f"{mine['rps'] * rows:>12,.0f} {mine['rps'] * rows / in_process_rows_s:>9.0%}   {every}"
         )
     shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_id_only:
+        id_only_cells(args)
 
 
-def serve_mlflow(args: argparse.Namespace, mlflow_body) -> dict[tuple[int, int], dict[str, float]]:
+FEATURE_REFS = ["customer_activity:tickets_30d", "customer_activity:usage_30d_gb"]
+
+
+def trained_with_features(workdir: Path) -> tuple[list[dict], list[dict]]:
+    """Train and materialize; return (id-only records, the same records with their online feature values)."""
+    from flows.train import TrainParams, train
+    from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate, publish_activity
+    from tasks.ops.shell import shell_run
+    from tasks.settings import get_settings
+    from tasks.store import features
+
+    settings = get_settings()
+    labelled = generate(n_rows=5000, seed=5)
+    publish_activity(labelled, settings, seed=6)
+    labelled.to_csv(workdir / "labelled.csv", index=False)
+    params = TrainParams(
+        data_uri=str(workdir / "labelled.csv"),
+        target=TARGET,
+        id_columns=[ID_COLUMN],
+        timestamp_column=TIMESTAMP_COLUMN,
+        features=FEATURE_REFS,
+        families=["hist_gradient_boosting"],
+        n_trials=2,
+        cv_folds=2,
+    )
+    with shell_run():
+        assert train(params).promoted
+    store = features.apply(settings)
+    features.materialize(store, ["customer_activity"], since=datetime(2025, 1, 1, tzinfo=UTC))
+    ids_only = json.loads(labelled.drop(columns=[TARGET, TIMESTAMP_COLUMN]).head(2000).to_json(orient="records"))
+    online = features.online_features(store, FEATURE_REFS, [{ID_COLUMN: r[ID_COLUMN]} for r in ids_only])
+    full = [{**r, **{name: online[name][i] for name in online}} for i, r in enumerate(ids_only)]
+    return ids_only, full
+
+
+def id_only_cells(args: argparse.Namespace) -> None:
+    """Single-record requests that carry only the id against the same records with every feature, same app."""
+    import ray
+    from ray import serve
+
+    from serving.app import app_from_config
+    from serving.ray_env import use_in_this_process
+
+    workdir = throwaway_store("tabloop-online-bench-")
+    ids_only, full = trained_with_features(workdir)
+    if args.ingress == "haproxy":
+        use_in_this_process()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
     port = free_port()
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app_from_config(poll_interval_s=30), name="bench", route_prefix="/")
+    url = f"http://127.0.0.1:{port}/predict"
+    cells = (("features sent", full), ("id only", ids_only))
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    print("\nid-only cell (online feature lookups), same app and model for both:")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready")
+        for _, records in cells:  # warm both paths
+            asyncio.run(drive(url, lambda i, r=records: json.dumps(r[i % len(r) : i % len(r) + 1]).encode(), 8, 3))
+        for _ in range(args.id_only_rounds):
+            for concurrency in args.id_only_concurrency:
+                for name, records in cells:
+
+                    def body(i: int, r: list[dict] = records) -> bytes:
+                        return json.dumps(r[i % len(r) : i % len(r) + 1]).encode()
+
+                    if args.client == "wrk":
+                        result = drive_wrk(url, body(0), concurrency, args.seconds)
+                    else:
+                        result = asyncio.run(drive(url, body, concurrency, args.seconds))
+                    results.setdefault((name, concurrency), []).append(result)
+                    print(
+                        f"  {name:14s} conc={concurrency:<3d} {result['rps']:8.1f} req/s "
+                        f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
+                        flush=True,
+                    )
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(workdir, ignore_errors=True)
+    for concurrency in args.id_only_concurrency:
+        sent = max(results[("features sent", concurrency)], key=lambda r: r["rps"])
+        ids = max(results[("id only", concurrency)], key=lambda r: r["rps"])
+        print(
+            f"id only, 1 row, conc={concurrency}, best of {args.id_only_rounds}: {ids['rps']:.1f} req/s vs "
+            f"{sent['rps']:.1f} ({ids['rps'] / sent['rps']:.0%} of the throughput); p99 {ids['p99']:.1f} vs "
+            f"{sent['p99']:.1f} ms ({ids['p99'] - sent['p99']:+.1f} ms)"
+        )
+
+
+FASTAPI_COMMAND = [str(VENV_BIN / "uvicorn"), "benchmarks.baseline_app:app", "--workers", "2", "--log-level", "warning"]
+FASTAPI_COMMAND += ["--no-access-log", "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def mlflow_command(workers: int) -> list[str]:
+    command = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", "models:/bench@champion", "--env-manager", "local"]
+    return [*command, "--workers", str(workers), "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def serve_baseline(
+    args: argparse.Namespace, name: str, command: list[str], path: str, body_for_rows, env: dict[str, str]
+) -> dict[tuple[int, int], dict[str, float]]:
+    """Start one baseline server on a free port, run the matrix against it, stop it."""
+    port = free_port()
+    full_env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **env}
+    argv = [part.replace("{port}", str(port)) for part in command]
     server = subprocess.Popen(
-        [
-            str(VENV_BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/bench@champion",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
+        argv,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=full_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping")
-        print("mlflow models serve (baseline):")
-        base = run_matrix("mlflow", f"http://127.0.0.1:{port}/invocations", mlflow_body, args)
+        print(
+            f"{name} (baseline: {Path(argv[0]).name} {' '.join(argv[1:3])}..., "
+            f"OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}):"
+        )
+        return run_matrix(name, f"http://127.0.0.1:{port}{path}", body_for_rows, args)
     finally:
         server.terminate()
         server.wait(30)
-
-    return base
 
 
 if __name__ == "__main__":

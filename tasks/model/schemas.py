@@ -148,6 +148,9 @@ class DataValidationError(ValueError):
         lines = "\n".join(f"  - {p.describe()}" for p in problems)
         super().__init__(f"Data validation failed for {source}: {len(problems)} problem(s)\n{lines}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses process boundaries (Ray workers) whole
+        return type(self), (self.source, self.problems)
+
     def as_table(self) -> list[dict[str, Any]]:
         return [
             {"column": p.column, "check": p.check, "failing_rows": p.rows, "examples": ", ".join(map(repr, p.examples))}

@@ -1,9 +1,16 @@
-"""Batch scoring: read a file or prefix chunk by chunk, validate, predict, write, log. Never the whole table."""
+"""Batch scoring: read a file or prefix chunk by chunk, validate, predict, write, log. Never the whole table.
+
+Both engines (this process, or Ray Data's actors: tasks/runtime/ray_batch.py) score a chunk with
+`score_chunk` into a staging folder beside the output; `commit` moves the parts into place and writes the
+manifest last, so an output folder with a manifest is complete, and a failed run leaves no parts in it.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import datetime
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -16,6 +23,21 @@ from tasks.settings import Settings
 from tasks.store import data, features, prediction_log, storage
 
 AS_OF = "__tabloop_as_of"
+MANIFEST = "_manifest.json"
+
+
+class OutputTaken(ValueError):
+    """The output folder already holds a committed batch."""
+
+
+@dataclass(frozen=True)
+class StagedPart:
+    """One scored chunk, written to the staging folder."""
+
+    uri: str
+    rows: int
+    rows_without_features: int = 0
+    node: str = ""  # the Ray node that scored it (empty in this process)
 
 
 def chunks(uri: str, settings: Settings, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -77,7 +99,57 @@ def log_rows(chunk: pd.DataFrame, scored: Scored, model: LoadedModel, request_id
     return prediction_log.table_from_chunks([columns])
 
 
-def write_part(frame: pd.DataFrame, output_uri: str, part: int, settings: Settings) -> str:
-    uri = storage.join(output_uri, f"part-{part:05d}.parquet")
-    storage.write_parquet(uri, frame, settings)
-    return uri
+def score_chunk(
+    chunk: pd.DataFrame,
+    model: LoadedModel,
+    feature_store: Any,
+    as_of: datetime,
+    source: str,
+    part_uri: str,
+    settings: Settings,
+    log_as: tuple[str, int] | None,
+    node: str = "",
+) -> StagedPart:
+    """Features looked up (when the model has store inputs), validated, scored, written to `part_uri` beside
+    the input columns, and logged as (request id, index of the first row) when `log_as` is given."""
+    without = 0
+    if feature_store is not None:
+        chunk, without = with_store_features(chunk, model, feature_store, as_of)
+    accepted = validate_chunk(chunk, model, source)
+    scored = score(accepted, model)
+    storage.write_parquet(part_uri, accepted.join(output_columns(scored, model, accepted.index)), settings)
+    if log_as is not None:
+        request_id, first_row = log_as
+        prediction_log.write(log_rows(accepted, scored, model, request_id, first_row), settings, writer=request_id)
+    return StagedPart(part_uri, len(accepted), without, node)
+
+
+def staging_uri(output_uri: str, run_id: str) -> str:
+    return storage.join(output_uri, f"_staging-{run_id}")
+
+
+def check_output_free(output_uri: str, settings: Settings) -> None:
+    if storage.exists(storage.join(output_uri, MANIFEST), settings):
+        raise OutputTaken(f"{output_uri} already holds a committed batch ({MANIFEST}); give another output")
+
+
+def commit(staged: list[StagedPart], output_uri: str, about: dict[str, Any], settings: Settings) -> list[str]:
+    """The staged parts moved to `output_uri` as part-NNNNN.parquet, in the order given, then the manifest."""
+    parts = []
+    for number, part in enumerate(staged):
+        uri = storage.join(output_uri, f"part-{number:05d}.parquet")
+        storage.move(part.uri, uri, settings)
+        parts.append({**asdict(part), "uri": uri})
+    manifest = {
+        **about,
+        "rows": sum(p.rows for p in staged),
+        "parts": parts,
+        "committed_at": datetime.now(UTC).isoformat(),
+    }
+    storage.write_bytes(storage.join(output_uri, MANIFEST), json.dumps(manifest, indent=2).encode(), settings)
+    return [p["uri"] for p in parts]
+
+
+def abandon(staging: str, settings: Settings) -> None:
+    """A failed run's staged parts removed: nothing of it stays in the output folder."""
+    storage.remove_tree(staging, settings)

@@ -90,3 +90,26 @@ def write_parquet(url: str, table: pd.DataFrame | pa.Table, settings: Settings, 
         return write_bytes_once(url, buffer.getvalue(), settings)
     write_bytes(url, buffer.getvalue(), settings)
     return True
+
+
+def files_under(url: str, settings: Settings) -> list[str]:
+    """Every file under a folder or prefix, as URLs of the same kind, in name order; none if it does not exist."""
+    fs, path = filesystem(url, settings)
+    if not fs.exists(path):
+        return []
+    protocol = url.split("://", 1)[0] + "://" if "://" in url else ""
+    return [f"{protocol}{found}" for found in sorted(fs.find(path))]
+
+
+def move(source: str, destination: str, settings: Settings) -> None:
+    """One file to another place of the same store (a copy and a delete on S3)."""
+    fs, path = filesystem(source, settings)
+    _, target = filesystem(destination, settings)
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.mv(path, target)
+
+
+def remove_tree(url: str, settings: Settings) -> None:
+    fs, path = filesystem(url, settings)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import mlflow
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ from flows.batch_predict import BatchParams, batch_predict
 from flows.train import TrainParams, train
 from tasks.demo import TARGET, generate
 from tasks.model import schemas
+from tasks.runtime import batch
 from tasks.store import prediction_log
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,11 @@ def test_scores_a_folder_in_chunks_and_logs_every_row(prefect_server, settings, 
     assert scored["probability_1"].to_numpy()[:1500] == pytest.approx(expected, abs=1e-9)
     log = prediction_log.read(settings)
     assert len(log) == 2200 and set(log["variant"]) == {"batch"} and set(log["model_version"]) == {"1"}
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert (manifest["rows"], len(manifest["parts"]), manifest["model_version"]) == (2200, 5, "1")
+    assert not list((tmp_path / "out").glob("_staging-*")), "the staging folder is gone"
+    with pytest.raises(batch.OutputTaken, match="already holds a committed batch"):
+        batch_predict(BatchParams(input_uri=str(inbox), output_uri=str(tmp_path / "out")))
 
 
 def test_a_bad_chunk_stops_with_the_rows_and_problem(prefect_server, settings, tmp_path):
@@ -45,3 +53,4 @@ def test_a_bad_chunk_stops_with_the_rows_and_problem(prefect_server, settings, t
         batch_predict(
             BatchParams(input_uri=str(tmp_path / "in.parquet"), output_uri=str(tmp_path / "out"), chunk_rows=500)
         )
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*")), "the good chunk is not left"

@@ -31,6 +31,9 @@ BIN = Path(sys.executable).parent
 SMALL = json.dumps({"demo_rows": 600, "n_trials": 2, "cv_folds": 2})
 SERVICES = ("s3", "prefect", "mlflow", "ray", "worker")
 POSTGRES = os.environ.get("TABLOOP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+REDIS = "redis://127.0.0.1:6379/12"  # the machine's Redis; this database is the test's, flushed before and after
+FEATURE_MODEL = "churn-activity"
+FEATURE_REFS = ["customer_activity:tickets_30d", "customer_activity:usage_30d_gb"]
 
 
 def free_port() -> int:
@@ -121,6 +124,23 @@ class Stack:
         return MlflowClient(uri, uri)
 
 
+def declared_models(folder: Path) -> Path:
+    """The project's churn model and a small demo model with features from the store (served over Redis)."""
+    import yaml
+
+    folder.mkdir(parents=True)
+    (folder / "churn.yaml").write_text((ROOT / "models" / "churn.yaml").read_text())
+    spec = {"features": FEATURE_REFS, "demo_rows": 600, "n_trials": 2, "cv_folds": 2, "families": ["linear"]}
+    (folder / f"{FEATURE_MODEL}.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(REDIS).flushdb()
+
+
 @pytest.fixture(scope="module", params=["postgresql"])
 def stack(request, tmp_path_factory) -> Iterator[Stack]:
     from tasks.store import databases
@@ -134,6 +154,8 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("TABLOOP_", "PREFECT_API_URL"))},
         "TABLOOP_STACK_STATE_DIR": str(state),
+        "TABLOOP_MODELS_DIR": str(declared_models(state / "models")),
+        "TABLOOP_STACK_ONLINE_STORE_URL": REDIS,
         **{f"TABLOOP_STACK_{name}_PORT": str(port) for name, port in ports.items()},
         "TABLOOP_ALERT_WEBHOOK_URL": receiver.url,
         "TABLOOP_PROJECT_DIR": str(ROOT),
@@ -148,6 +170,7 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
     env.update(re.findall(r"^export (\w+)=(.*)$", printed, re.MULTILINE))
     urls = env["PREFECT_API_URL"], env["TABLOOP_SERVING_URL"], env["TABLOOP_S3_ENDPOINT_URL"]
     handle = Stack(env, *urls, state, request.param, prefix, receiver.received)
+    flush_redis()
     try:
         handle.stack("up")
         yield handle
@@ -158,6 +181,7 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
         assert not gone, f"{stopped}\n" + "\n".join(f"--- {n}.log\n{handle.service_log(n, 3000)}" for n in gone)
         assert "nothing was running" in handle.stack("down").stdout  # stopping a stopped stack is harmless
         assert not list(state.glob("*.pid"))
+        flush_redis()
         if prefix:
             databases.drop_databases(POSTGRES, [f"{prefix}_{store}" for store in ("prefect", "mlflow", "optuna")])
 
@@ -266,3 +290,72 @@ def test_a_failed_run_raises_an_alert_and_leaves_the_registry_alone(stack):
     assert "train-weekly" in posted["text"] and "no-such-file.csv: file not found" in posted["text"]
     assert posted["alert"]["state"] == "Failed"
     assert len(client.search_model_versions("name = 'churn'")) == versions
+
+
+def test_features_from_training_to_redis_to_an_id_only_request(stack, tmp_path, monkeypatch):
+    """The demo with features on the stack: trained from a point-in-time training set by the deployment, new
+    activity announced by flows/new_data.py and materialized to Redis by the triggered deployment, then requests
+    that carry the customer id and request-time columns only, answered as the model answers the assembled
+    records, with the looked-up values in the prediction log in S3."""
+    import pandas as pd
+
+    from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
+    from tasks.runtime.loaded import load_version
+    from tasks.settings import get_settings
+    from tasks.store import prediction_log
+
+    trained_before = {r["id"] for r in stack.runs_of("train-weekly")}
+    spec = f"spec={FEATURE_MODEL}"
+    stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", spec)
+    trained = stack.wait_for_run("train-weekly", after=trained_before)
+    assert trained["state_type"] == "COMPLETED", stack.explain(trained)
+    champion = stack.mlflow().get_model_version_by_alias(FEATURE_MODEL, "champion")
+
+    customers = generate(n_rows=12, seed=91)
+    fresh = customers[[ID_COLUMN]].assign(
+        **{
+            TIMESTAMP_COLUMN: (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)).isoformat(),
+            "tickets_30d": range(12),
+            "usage_30d_gb": [2.5 * i for i in range(12)],
+        }
+    )
+    fresh.to_csv(tmp_path / "activity.csv", index=False)
+    stack.run(
+        sys.executable, "flows/new_data.py", str(tmp_path / "activity.csv"), "--feature-view", "customer_activity"
+    )
+    materialized = stack.wait_for_run("materialize-on-new-features", after=set())
+    assert materialized["state_type"] == "COMPLETED", stack.explain(materialized)
+    assert materialized["parameters"]["params"]["views"] == ["customer_activity"]
+
+    url = f"{stack.serve_url}/models/{FEATURE_MODEL}"
+    deadline = time.time() + 120
+    while httpx.get(f"{url}/ready", timeout=10).status_code != 200:  # replicas follow the alias within a poll
+        assert time.time() < deadline, httpx.get(f"{url}/ready").text
+        time.sleep(2)
+    records = json.loads(customers.drop(columns=[TARGET, TIMESTAMP_COLUMN]).to_json(orient="records"))
+    response = httpx.post(f"{url}/predict", json=records, headers={"x-request-id": "stack-features"}, timeout=30)
+    assert response.status_code == 200, response.text
+
+    for key, value in stack.env.items():  # this process reads the stack's registry and bucket like a client
+        if key.startswith(("TABLOOP_", "AWS_")):
+            monkeypatch.setenv(key, value)
+    settings = get_settings()
+    model = load_version(settings, FEATURE_MODEL, str(champion.version), "champion")
+    assert model.contract.features == FEATURE_REFS
+    assembled = [
+        {**r, "tickets_30d": t, "usage_30d_gb": u}
+        for r, t, u in zip(records, fresh["tickets_30d"], fresh["usage_30d_gb"], strict=True)
+    ]
+    own = model.predict(model.validator.frame(model.validator.validate(assembled)))
+    answers = response.json()["predictions"]
+    assert [a["prediction"] for a in answers] == [o["prediction"] for o in own]
+    assert [a["probabilities"]["1"] for a in answers] == pytest.approx([o["probabilities"]["1"] for o in own])
+
+    deadline = time.time() + 30
+    while True:
+        log = prediction_log.read(settings, model=FEATURE_MODEL)
+        logged = log[log["request_id"] == "stack-features"] if len(log) else log
+        if len(logged) == len(records) or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert list(logged.sort_values("record_index")["usage_30d_gb"]) == list(fresh["usage_30d_gb"])

@@ -1,0 +1,172 @@
+"""Batch scoring on Ray Data: the input read as a Ray dataset, scored in batches on a pool of actors (one model
+load per actor, not per batch), each batch written to the staging folder (tasks/runtime/batch.py commits).
+
+Against a running cluster (`ray_address`, or RAY_ADDRESS) the actors spread over its nodes; with neither, a Ray
+instance is started on this machine for the run. Every node must have the project installed (the image does)
+and reach the storage, the registry and the feature store the settings name: the driver's TABLOOP_*, AWS_* and
+MLFLOW_* variables are passed to the actors.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from tasks.model.schemas import DataValidationError
+from tasks.runtime import batch
+from tasks.settings import Settings
+from tasks.store import data, storage
+
+FORWARDED_ENV = ("TABLOOP_", "AWS_", "MLFLOW_")
+ACTOR_START_TIMEOUT_S = 600
+
+
+def forwarded_env() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV)}
+
+
+@contextmanager
+def connected(address: str | None) -> Iterator[None]:
+    """Ray as this process already has it, else the cluster at `address` (or RAY_ADDRESS), else a local
+    instance for this run; disconnected at the end only when connected here."""
+    import ray
+
+    # Ray Data's usage report asks a Prometheus on localhost:9090 for cluster counters and logs a traceback
+    # per query when there is none; the project sends no usage stats anyway
+    os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
+    if ray.is_initialized():
+        yield
+        return
+    # "local": a new instance, never a cluster a `ray start` on this machine left its address for
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class BlockScorer:
+    """A Ray Data actor: loads the model (and the feature store's client) once, then scores batch after batch."""
+
+    def __init__(
+        self,
+        model_name: str,
+        version: str,
+        alias: str,
+        staging: str,
+        run_id: str,
+        as_of: datetime,
+        log: bool,
+        source: str,
+    ) -> None:
+        import ray
+
+        from tasks.runtime.loaded import load_version
+        from tasks.settings import get_settings
+        from tasks.store import features
+
+        self.settings = get_settings()
+        self.model = load_version(self.settings, model_name, version, alias)
+        self.store = features.feature_store(self.settings) if self.model.contract.features else None
+        self.staging, self.run_id, self.as_of, self.log, self.source = staging, run_id, as_of, log, source
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
+        """The staged part's row; a block that breaks the schema answers with the error itself, as Ray would
+        otherwise hand the driver only its text."""
+        name = uuid.uuid4().hex[:12]
+        try:
+            part = self._score(block, name)
+        except DataValidationError as err:
+            return pd.DataFrame([{**vars(batch.StagedPart("", 0)), "error": pickle.dumps(err)}])
+        return pd.DataFrame([{**vars(part), "error": b""}])
+
+    def _score(self, block: pd.DataFrame, name: str) -> batch.StagedPart:
+        return batch.score_chunk(
+            block.reset_index(drop=True),
+            self.model,
+            self.store,
+            self.as_of,
+            f"{self.source} (a block of {len(block)} rows)",
+            storage.join(self.staging, f"block-{name}.parquet"),
+            self.settings,
+            (f"{self.run_id}-{name}", 0) if self.log else None,
+            self.node,
+        )
+
+
+def arrow_filesystem(uri: str, settings: Settings) -> tuple[Any, str]:
+    """Our fsspec filesystem (local or S3 with the settings' endpoint) as the pyarrow one Ray Data reads with."""
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = storage.filesystem(uri, settings)
+    return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def datasets(input_uri: str, settings: Settings) -> list[Any]:
+    """The input files as Ray datasets, one per format (a CSV's inferred column types may differ from a
+    Parquet file's, so they are scored apart rather than as one union)."""
+    import ray
+
+    files = data.input_files(input_uri, settings)
+    by_format: dict[str, list[str]] = {}
+    for uri in files:
+        by_format.setdefault(data.table_format(uri), []).append(uri)
+    found = []
+    for kind, uris in sorted(by_format.items()):
+        filesystem, _ = arrow_filesystem(uris[0], settings)
+        paths = [storage.filesystem(uri, settings)[1] for uri in uris]
+        read = ray.data.read_parquet if kind == "parquet" else ray.data.read_csv
+        found.append(read(paths, filesystem=filesystem))
+    return found
+
+
+def default_actors() -> int:
+    """One scoring actor per two CPUs of the cluster (the rest read and write), at least one."""
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
+
+
+def score_on_ray(
+    input_uri: str,
+    settings: Settings,
+    scorer_args: dict[str, Any],
+    chunk_rows: int,
+    actors: int | None,
+) -> list[batch.StagedPart]:
+    """Every input row scored by the actor pool; a batch that fails validation stops the run with its problems
+    (the original error, not Ray's wrapper around it)."""
+    import ray
+
+    pool = actors or default_actors()
+    staged: list[batch.StagedPart] = []
+    # scoring starts once every actor has loaded the model: a node that cannot reach the registry fails the run
+    # at once, and the first actor up does not take every batch while the others load
+    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    for dataset in datasets(input_uri, settings):
+        scored = dataset.map_batches(
+            BlockScorer,
+            fn_constructor_kwargs=scorer_args,
+            batch_size=chunk_rows,
+            batch_format="pandas",
+            concurrency=pool,
+            num_cpus=1,
+            # one actor per node before two on one (Ray Data's own SPREAD default is for its tasks, not actors);
+            # Ray 2.60 warns that this keyword is deprecated, with no named replacement yet
+            scheduling_strategy="SPREAD",
+            runtime_env={"env_vars": forwarded_env()},
+        )
+        for row in scored.iter_rows():  # streamed: the first bad block stops the run, the rest is not scored
+            error = row.pop("error")
+            if error:
+                raise pickle.loads(error)
+            staged.append(batch.StagedPart(**row))
+    return staged

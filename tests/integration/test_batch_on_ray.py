@@ -1,0 +1,162 @@
+"""Batch scoring on Ray Data, on a local cluster of two nodes: a head and a second node, each started with
+`ray start` as its own process tree, as on two machines (they share this machine's disk, as nodes share a
+bucket). The flow connects to the head like a client of a real cluster; nothing is mocked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.local_ray import free_port
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+NO_AUTH = {"RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on loopback; the stack shows token auth
+
+
+def start_node(args: list[str], temp_dir: Path) -> subprocess.Popen:
+    command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--num-cpus", "2", *args]
+    command += ["--object-store-memory", str(200 * 1024**2)]
+    log = (temp_dir / f"node-{len(list(temp_dir.glob('node-*.log')))}.log").open("w")
+    env = {**os.environ, **NO_AUTH}
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    node.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        node.wait(45)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGKILL)  # raylets and workers it left behind
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> Iterator[str]:
+    import ray
+
+    logs = tmp_path_factory.mktemp("ray-nodes")
+    address = f"127.0.0.1:{free_port()}"
+    head_args = ["--head", "--node-ip-address", "127.0.0.1", "--port", address.rsplit(":", 1)[1]]
+    head_args += ["--include-dashboard", "false", "--ray-client-server-port", str(free_port())]
+    nodes = [start_node(head_args, logs)]
+    try:
+        wait_for_nodes(address, 1, logs)
+        nodes.append(start_node(["--address", address, "--node-ip-address", "127.0.0.1"], logs))
+        wait_for_nodes(address, 2, logs)
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for node in reversed(nodes):
+            stop_node(node)
+        address_file = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        with contextlib.suppress(OSError):  # `ray start` left the address for later ray.init() calls to join
+            if address_file.read_text().strip().endswith(address.rsplit(":", 1)[1]):
+                address_file.unlink()
+
+
+def wait_for_nodes(address: str, count: int, logs: Path, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while True:
+        status = subprocess.run(
+            [str(BIN / "ray"), "status", "--address", address],
+            env={**os.environ, **NO_AUTH},
+            capture_output=True,
+            text=True,
+        )
+        alive = status.stdout.split("Pending:")[0].count("node_") if status.returncode == 0 else 0
+        if alive >= count:
+            return
+        if time.time() > deadline:
+            node_logs = "\n".join(p.read_text()[-2000:] for p in sorted(logs.glob("*.log")))
+            raise AssertionError(
+                f"{count} Ray nodes not up in {timeout_s} s:\n{status.stdout}{status.stderr}{node_logs}"
+            )
+        time.sleep(1)
+
+
+@pytest.fixture
+def inbox(tmp_path) -> Path:
+    from tasks.demo import TARGET, generate
+
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    generate(n_rows=1300, seed=60).drop(columns=[TARGET]).to_parquet(folder / "a.parquet", index=False)
+    generate(n_rows=900, seed=61).drop(columns=[TARGET]).to_parquet(folder / "b.parquet", index=False)
+    generate(n_rows=700, seed=62).drop(columns=[TARGET]).to_csv(folder / "c.csv", index=False)
+    return folder
+
+
+def scored(folder: Path) -> pd.DataFrame:
+    parts = sorted(folder.glob("part-*.parquet"))
+    return pd.concat([pd.read_parquet(p) for p in parts]).sort_values("customer_id")  # ids are unique per seed
+
+
+def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
+    prefect_server, settings, inbox, tmp_path, cluster, monkeypatch
+):
+    from flows.batch_predict import BatchParams, batch_predict
+    from flows.train import TrainParams, train
+    from tasks.store import prediction_log
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    trained = train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
+    local = batch_predict(BatchParams(input_uri=str(inbox), output_uri=str(tmp_path / "local"), chunk_rows=500))
+    on_ray = batch_predict(
+        BatchParams(
+            input_uri=str(inbox),
+            output_uri=str(tmp_path / "ray"),
+            chunk_rows=300,
+            engine="ray",
+            ray_address=cluster,
+            actors=2,
+        )
+    )
+
+    assert (on_ray.rows, local.rows, on_ray.model_version) == (2900, 2900, trained.model_version)
+    assert on_ray.nodes == 2, "both nodes scored parts"
+    mine, theirs = scored(tmp_path / "ray"), scored(tmp_path / "local")
+    assert len(mine) == 2900 and list(mine["customer_id"]) == list(theirs["customer_id"])
+    assert list(mine["prediction"]) == list(theirs["prediction"])
+    assert mine["probability_1"].to_numpy() == pytest.approx(theirs["probability_1"].to_numpy(), abs=1e-9)
+    assert set(mine["model_version"]) == {trained.model_version}
+
+    manifest = json.loads((tmp_path / "ray" / "_manifest.json").read_text())
+    assert manifest["rows"] == 2900 and manifest["engine"] == "ray"
+    assert len({part["node"] for part in manifest["parts"]}) == 2
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir() if not p.name.startswith("part-")) == [
+        "_manifest.json"
+    ], "no staging folder left"
+    log = prediction_log.read(settings)
+    assert len(log) == 2 * 2900 and set(log["variant"]) == {"batch"}
+
+
+def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(
+    prefect_server, settings, inbox, tmp_path, cluster, monkeypatch
+):
+    from flows.batch_predict import BatchParams, batch_predict
+    from flows.train import TrainParams, train
+    from tasks.model import schemas
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
+    bad = pd.read_parquet(inbox / "b.parquet")
+    bad.loc[450, "contract"] = "lifetime"
+    bad.to_parquet(inbox / "b.parquet", index=False)
+    output = tmp_path / "ray-bad"
+    with pytest.raises(schemas.DataValidationError, match=r"(?s)a block of \d+ rows.*'lifetime'"):
+        batch_predict(
+            BatchParams(input_uri=str(inbox), output_uri=str(output), chunk_rows=300, engine="ray", ray_address=cluster)
+        )
+    assert not output.exists() or not any(output.rglob("*")), "nothing committed, nothing staged left"
