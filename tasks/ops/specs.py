@@ -43,7 +43,8 @@ def parse(text: str, file_stem: str, overrides: dict[str, Any] | None = None) ->
 
 
 def declared(settings: Settings) -> dict[str, Path]:
-    """Each declared model's name and its spec file; a folder that is missing declares none."""
+    """Each declared model's name and its spec file, in name order (`churn` before `churn-activity`, whatever
+    the file names sort like); a folder that is missing declares none."""
     folder = Path(settings.models_dir)
     found: dict[str, Path] = {}
     for path in sorted(p for p in folder.glob("*") if p.suffix in SUFFIXES) if folder.is_dir() else []:
@@ -54,7 +55,7 @@ def declared(settings: Settings) -> dict[str, Path]:
         if name in found:
             raise ValueError(f"{found[name]} and {path} both declare the model {name!r}")
         found[name] = path
-    return found
+    return dict(sorted(found.items()))
 
 
 def find(name: str, settings: Settings) -> TrainParams | None:

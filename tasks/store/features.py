@@ -10,6 +10,7 @@ or Redis (TABLOOP_FEATURE_ONLINE_STORE=redis://host:port).
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,8 @@ def feature_store(settings: Settings) -> Any:
 
     local = settings.local_state_dir / "feast"
     local.mkdir(parents=True, exist_ok=True)
+    if settings.s3_endpoint_url:  # Feast's S3 registry takes its endpoint from this variable only (0.67)
+        os.environ["FEAST_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
     registry = storage.join(settings.storage_url, "feast", "registry.db")
     if not settings.is_remote_storage:
         Path(registry).parent.mkdir(parents=True, exist_ok=True)

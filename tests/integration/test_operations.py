@@ -297,18 +297,20 @@ def test_features_from_training_to_redis_to_an_id_only_request(stack, tmp_path, 
     activity announced by flows/new_data.py and materialized to Redis by the triggered deployment, then requests
     that carry the customer id and request-time columns only, answered as the model answers the assembled
     records, with the looked-up values in the prediction log in S3."""
+    import mlflow
     import pandas as pd
 
     from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
     from tasks.runtime.loaded import load_version
     from tasks.settings import get_settings
-    from tasks.store import prediction_log
+    from tasks.store import prediction_log, registry
 
     trained_before = {r["id"] for r in stack.runs_of("train-weekly")}
     spec = f"spec={FEATURE_MODEL}"
     stack.run(str(BIN / "prefect"), "deployment", "run", "train/train-weekly", "--param", spec)
     trained = stack.wait_for_run("train-weekly", after=trained_before)
     assert trained["state_type"] == "COMPLETED", stack.explain(trained)
+    assert trained["parameters"].get("spec") == FEATURE_MODEL, trained["parameters"]
     champion = stack.mlflow().get_model_version_by_alias(FEATURE_MODEL, "champion")
 
     customers = generate(n_rows=12, seed=91)
@@ -340,7 +342,14 @@ def test_features_from_training_to_redis_to_an_id_only_request(stack, tmp_path, 
         if key.startswith(("TABLOOP_", "AWS_")):
             monkeypatch.setenv(key, value)
     settings = get_settings()
-    model = load_version(settings, FEATURE_MODEL, str(champion.version), "champion")
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", stack.s3_url)  # what connect would set, undone after the test
+    registry.connect(settings)  # this process's MLflow client on the stack's server, for load_version
+    try:
+        model = load_version(settings, FEATURE_MODEL, str(champion.version), "champion")
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     assert model.contract.features == FEATURE_REFS
     assembled = [
         {**r, "tickets_30d": t, "usage_30d_gb": u}

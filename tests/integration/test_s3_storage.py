@@ -12,6 +12,7 @@ from tasks.demo import ID_COLUMN, TARGET, TIMESTAMP_COLUMN, generate
 from tasks.settings import get_settings
 
 pytestmark = pytest.mark.integration
+ONLINE = "redis://127.0.0.1:6379/13"  # the machine's Redis; this database is this test's, flushed before and after
 
 
 def test_train_reads_and_writes_through_s3(prefect_server, s3_endpoint, tmp_path, monkeypatch):
@@ -79,3 +80,40 @@ def test_a_stalled_s3_fails_a_read_in_bounded_time(monkeypatch):
         storage.read_bytes("s3://stalled/prefix/data.parquet", settings)
     assert time.monotonic() - started < 30  # botocore's defaults take minutes here
     silent.close()
+
+
+def test_the_feature_store_keeps_its_sources_and_registry_in_the_bucket(s3_endpoint, monkeypatch):
+    """Point-in-time joins, added rows and materialization with the storage on S3 (moto's server), as in the
+    stack: Feast's registry and the view's Parquet source in the bucket, the online store the machine's Redis."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+    import redis
+
+    from tasks.demo import publish_activity
+    from tasks.store import features
+
+    bucket = f"features-{uuid.uuid4().hex[:8]}"
+    s3fs.S3FileSystem.clear_instance_cache()
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
+    fs.mkdir(bucket)
+    monkeypatch.setenv("TABLOOP_STORAGE_URL", f"s3://{bucket}/tabloop")
+    monkeypatch.setenv("TABLOOP_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("TABLOOP_FEATURE_ONLINE_STORE", ONLINE)
+    redis.Redis.from_url(ONLINE).flushdb()
+    settings = get_settings()
+    customers = generate(n_rows=40, seed=12)
+    events = publish_activity(customers, settings, seed=13)
+    store = features.apply(settings)
+    assert fs.exists(f"{bucket}/tabloop/feast/registry.db")
+
+    refs = ["customer_activity:tickets_30d"]
+    joined = features.training_frame(store, customers, refs, TIMESTAMP_COLUMN)
+    assert len(joined) == 40 and joined["tickets_30d"].notna().any()
+    late = pd.DataFrame({ID_COLUMN: ["C-new"], TIMESTAMP_COLUMN: ["2026-11-30T00:00:00Z"]})
+    late = late.assign(tickets_30d=[4], usage_30d_gb=[1.5])
+    _, since = features.add_source_rows(store, "customer_activity", late, settings)
+    assert len(pd.read_parquet(fs.open(f"{bucket}/tabloop/features/customer_activity.parquet"))) == len(events) + 1
+    features.materialize(store, ["customer_activity"], since=since, until=datetime(2026, 12, 1, tzinfo=UTC))
+    assert features.online_features(store, refs, [{ID_COLUMN: "C-new"}]) == {"tickets_30d": [4]}
+    redis.Redis.from_url(ONLINE).flushdb()

@@ -65,6 +65,8 @@ def test_the_shell_takes_a_declared_name_or_a_file_and_flags_win(models, capsys)
 
 def test_the_server_serves_every_declared_model_unless_one_is_named(models, tmp_path):
     assert default_models(get_settings(model_name=None)) == ["customers", "prices"]
+    declare(models, "customers-eu", data_uri="e.csv", target="churned")  # its file sorts before customers.yaml
+    assert default_models(get_settings(model_name=None)) == ["customers", "customers-eu", "prices"]
     assert default_models(get_settings(model_name="solo")) == ["solo"]
     assert default_models(get_settings(model_name=None, models_dir=tmp_path / "none")) == ["churn"]  # the demo
 
