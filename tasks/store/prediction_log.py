@@ -181,6 +181,7 @@ def read(
 ) -> pd.DataFrame:
     """Rows logged in [since, until), of one model or of all, reading only the partitions that can hold them."""
     fs, root = storage.filesystem(log_root(settings), settings)
+    fs.invalidate_cache()  # s3fs keeps listings per process: parts written since an earlier read would be missed
     if not fs.exists(root):
         return pd.DataFrame(columns=LOG_COLUMNS)
     first_day = since.strftime("%Y-%m-%d") if since else ""
