@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,12 +223,40 @@ def warm_up(url: str, body: bytes, concurrency: int, args, limit_s: float = 120)
     want = min(scaling.get("max_replicas", 1), -(-concurrency // target)) if target else 1
     deadline = time.perf_counter() + limit_s
     while True:
-        if args.client == "wrk":
-            drive_wrk(url, body, concurrency, 5)
-        else:
-            asyncio.run(drive(url, lambda i: body, concurrency, 5))
+        measure(url, lambda i: body, concurrency, 5, args)
         if running_replicas() >= want or time.perf_counter() > deadline:
             return running_replicas()
+
+
+def measure(url: str, body_for_index, concurrency: int, seconds: float, args) -> dict[str, float]:
+    """One closed-loop cell from the chosen client (wrk sends the first body for every request)."""
+    if args.client == "wrk":
+        return drive_wrk(url, body_for_index(0), concurrency, seconds)
+    return asyncio.run(drive(url, body_for_index, concurrency, seconds))
+
+
+@contextmanager
+def our_app(ingress: str) -> Iterator[str]:
+    """Our Ray Serve app as serving/config.yaml deploys it (its args, replicas/autoscaling and resources) on a
+    local Ray; yields its base URL once /ready answers."""
+    import ray
+    from ray import serve
+
+    from serving.app import app_from_config
+    from serving.ray_env import use_in_this_process
+
+    if ingress == "haproxy":
+        use_in_this_process()
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app_from_config(poll_interval_s=30), name="bench", route_prefix="/")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ready")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
 
 
 def run_matrix(name: str, url: str, body_for_rows, args) -> dict[tuple[int, int], dict[str, float]]:
@@ -234,10 +264,7 @@ def run_matrix(name: str, url: str, body_for_rows, args) -> dict[tuple[int, int]
     asyncio.run(drive(url, body_for_rows(1), 4, 2))  # warm up
     for rows in args.rows:
         for concurrency in args.concurrency:
-            if args.client == "wrk":
-                result = drive_wrk(url, body_for_rows(rows)(0), concurrency, args.seconds)
-            else:
-                result = asyncio.run(drive(url, body_for_rows(rows), concurrency, args.seconds))
+            result = measure(url, body_for_rows(rows), concurrency, args.seconds, args)
             results[(rows, concurrency)] = result
             print(
                 f"  {name:8s} rows={rows:<4d} conc={concurrency:<3d} {result['rps']:8.1f} req/s "
@@ -308,29 +335,13 @@ def main() -> None:
             args, "fastapi-2w", FASTAPI_COMMAND, "/predict", ours_body, fastapi_env
         )
 
-    # (a) our Ray Serve app as serving/config.yaml deploys it: its args, replicas/autoscaling and resources
-    import ray
-    from ray import serve
-
-    from serving.app import app_from_config
-    from serving.ray_env import use_in_this_process
-
-    if args.ingress == "haproxy":
-        use_in_this_process()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app_from_config(poll_interval_s=30), name="bench", route_prefix="/")
-    try:
-        url = f"http://127.0.0.1:{port}/predict"
-        wait_http(f"http://127.0.0.1:{port}/ready")
+    # (a) our Ray Serve app as serving/config.yaml deploys it
+    with our_app(args.ingress) as base:
+        url = f"{base}/predict"
         replicas = warm_up(url, ours_body(1)(0), max(args.concurrency), args)
         print(f"ours (Ray Serve app, ingress: {args.ingress}, {replicas} replica(s) after warm-up):")
         ours = run_matrix("ours", url, ours_body, args)
         print(f"  replicas at the end: {running_replicas()}")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
     print(f"\nin-process batched predict_proba: {in_process_rows_s:,.0f} rows/s (10,000-row calls)")
     print(
@@ -388,50 +399,34 @@ def trained_with_features(workdir: Path) -> tuple[list[dict], list[dict]]:
     return ids_only, full
 
 
+def one_record_bodies(records: list[dict]):
+    """Request i carries record i (cycling), alone."""
+    return lambda i: json.dumps(records[i % len(records) : i % len(records) + 1]).encode()
+
+
 def id_only_cells(args: argparse.Namespace) -> None:
     """Single-record requests that carry only the id against the same records with every feature, same app."""
-    import ray
-    from ray import serve
-
-    from serving.app import app_from_config
-    from serving.ray_env import use_in_this_process
-
     workdir = throwaway_store("tabloop-online-bench-")
     ids_only, full = trained_with_features(workdir)
-    if args.ingress == "haproxy":
-        use_in_this_process()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False)
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(app_from_config(poll_interval_s=30), name="bench", route_prefix="/")
-    url = f"http://127.0.0.1:{port}/predict"
     cells = (("features sent", full), ("id only", ids_only))
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
     print("\nid-only cell (online feature lookups), same app and model for both:")
     try:
-        wait_http(f"http://127.0.0.1:{port}/ready")
-        for _, records in cells:  # warm both paths
-            asyncio.run(drive(url, lambda i, r=records: json.dumps(r[i % len(r) : i % len(r) + 1]).encode(), 8, 3))
-        for _ in range(args.id_only_rounds):
-            for concurrency in args.id_only_concurrency:
-                for name, records in cells:
-
-                    def body(i: int, r: list[dict] = records) -> bytes:
-                        return json.dumps(r[i % len(r) : i % len(r) + 1]).encode()
-
-                    if args.client == "wrk":
-                        result = drive_wrk(url, body(0), concurrency, args.seconds)
-                    else:
-                        result = asyncio.run(drive(url, body, concurrency, args.seconds))
-                    results.setdefault((name, concurrency), []).append(result)
-                    print(
-                        f"  {name:14s} conc={concurrency:<3d} {result['rps']:8.1f} req/s "
-                        f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
-                        flush=True,
-                    )
+        with our_app(args.ingress) as base:
+            url = f"{base}/predict"
+            for _, records in cells:  # warm both paths
+                asyncio.run(drive(url, one_record_bodies(records), 8, 3))
+            for _ in range(args.id_only_rounds):
+                for concurrency in args.id_only_concurrency:
+                    for name, records in cells:
+                        result = measure(url, one_record_bodies(records), concurrency, args.seconds, args)
+                        results.setdefault((name, concurrency), []).append(result)
+                        print(
+                            f"  {name:14s} conc={concurrency:<3d} {result['rps']:8.1f} req/s "
+                            f"p50 {result['p50']:7.1f} ms  p99 {result['p99']:7.1f} ms  errors {result['errors']}",
+                            flush=True,
+                        )
     finally:
-        serve.shutdown()
-        ray.shutdown()
         shutil.rmtree(workdir, ignore_errors=True)
     for concurrency in args.id_only_concurrency:
         sent = max(results[("features sent", concurrency)], key=lambda r: r["rps"])

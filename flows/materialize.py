@@ -46,15 +46,11 @@ def register(settings: Settings) -> Any:
 def written_views(store: Any, settings: Settings, asked: list[str] | None) -> list[str]:
     """The views (all, or those asked for) with a source to read. A view whose source was never written is
     skipped with a warning, not failed: a schedule that runs before the first data arrives is not an incident."""
-    names = [features.feature_view(store, name).name for name in asked] if asked else None
+    views = [features.feature_view(store, name) for name in asked] if asked else store.list_feature_views()
     unwritten = features.unwritten_sources(store, settings)
     if unwritten:
         get_run_logger().warning("skipped, source not written yet (write it, then materialize): %s", unwritten)
-    return [
-        view.name
-        for view in store.list_feature_views()
-        if view.name not in unwritten and view.name in (names or [view.name])
-    ]
+    return [view.name for view in views if view.name not in unwritten]
 
 
 @step(**IO_RETRIES)

@@ -102,12 +102,11 @@ class BlockScorer:
         )
 
 
-def arrow_filesystem(uri: str, settings: Settings) -> tuple[Any, str]:
+def arrow_filesystem(uri: str, settings: Settings) -> Any:
     """Our fsspec filesystem (local or S3 with the settings' endpoint) as the pyarrow one Ray Data reads with."""
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    fs, path = storage.filesystem(uri, settings)
-    return PyFileSystem(FSSpecHandler(fs)), path
+    return PyFileSystem(FSSpecHandler(storage.filesystem(uri, settings)[0]))
 
 
 def datasets(input_uri: str, settings: Settings) -> list[Any]:
@@ -121,10 +120,9 @@ def datasets(input_uri: str, settings: Settings) -> list[Any]:
         by_format.setdefault(data.table_format(uri), []).append(uri)
     found = []
     for kind, uris in sorted(by_format.items()):
-        filesystem, _ = arrow_filesystem(uris[0], settings)
         paths = [storage.filesystem(uri, settings)[1] for uri in uris]
         read = ray.data.read_parquet if kind == "parquet" else ray.data.read_csv
-        found.append(read(paths, filesystem=filesystem))
+        found.append(read(paths, filesystem=arrow_filesystem(uris[0], settings)))
     return found
 
 

@@ -15,13 +15,19 @@ pytestmark = pytest.mark.integration
 ONLINE = "redis://127.0.0.1:6379/13"  # the machine's Redis; this database is this test's, flushed before and after
 
 
-def test_train_reads_and_writes_through_s3(prefect_server, s3_endpoint, tmp_path, monkeypatch):
-    bucket = f"churn-{uuid.uuid4().hex[:8]}"
+def storage_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch, prefix: str) -> tuple[s3fs.S3FileSystem, str]:
+    """A new bucket on moto's server, with the storage of this test's settings in it."""
+    bucket = f"{prefix}-{uuid.uuid4().hex[:8]}"
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
     fs.mkdir(bucket)
     monkeypatch.setenv("TABLOOP_STORAGE_URL", f"s3://{bucket}/tabloop")
     monkeypatch.setenv("TABLOOP_S3_ENDPOINT_URL", s3_endpoint)
+    return fs, bucket
+
+
+def test_train_reads_and_writes_through_s3(prefect_server, s3_endpoint, tmp_path, monkeypatch):
+    fs, bucket = storage_bucket(s3_endpoint, monkeypatch, "churn")
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("TABLOOP_MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("TABLOOP_EXPERIMENT_NAME", f"s3-{bucket}")
@@ -93,12 +99,7 @@ def test_the_feature_store_keeps_its_sources_and_registry_in_the_bucket(s3_endpo
     from tasks.demo import publish_activity
     from tasks.store import features
 
-    bucket = f"features-{uuid.uuid4().hex[:8]}"
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})
-    fs.mkdir(bucket)
-    monkeypatch.setenv("TABLOOP_STORAGE_URL", f"s3://{bucket}/tabloop")
-    monkeypatch.setenv("TABLOOP_S3_ENDPOINT_URL", s3_endpoint)
+    fs, bucket = storage_bucket(s3_endpoint, monkeypatch, "features")
     monkeypatch.setenv("TABLOOP_FEATURE_ONLINE_STORE", ONLINE)
     redis.Redis.from_url(ONLINE).flushdb()
     settings = get_settings()
