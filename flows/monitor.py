@@ -86,14 +86,14 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
             retrain=False,
             reasons=[reason],
         )
-    reference = steps.load_reference(ctx, settings)
+    profile, reference_sample = steps.reference_profile(ctx, settings)
     labels = steps.load_labels(params.labels_uri, settings)
     labelled = steps.join_labels(current, labels, params.label_key, ctx, params.labels_uri)
     live = steps.live_primary(labelled, ctx)
     compared = steps.compare_variants(window_log, labels, params.label_key, ctx, params.labels_uri, params.comparison)
 
     # 2. report and decide
-    result = drift.run_report(reference, current, ctx.contract.spec, params.policy.drift_share)
+    result = drift.check(reference_sample, current, profile, params.policy.drift_share)
     retrains = [datetime.fromisoformat(r) for r in state.get("retrains", [])]
     decision = decide(
         samples=len(current),
@@ -121,6 +121,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     retrain: TrainParams | None = None
     if outcome.retrain:
         state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
+        reference = steps.load_reference(ctx, settings)
         fresh = steps.fresh_training_data(reference, labelled, ctx, settings)
         retrain = retrain_params(ctx, fresh, params.retrain_trials, specs.find(ctx.name, settings))
 

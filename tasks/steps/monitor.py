@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from tasks.model.contract import ModelContract
 from tasks.model.metrics import score_output
 from tasks.monitoring import drift, variants
+from tasks.monitoring import profile as profiles
 from tasks.monitoring.policy import MonitorDecision
 from tasks.ops import events
 from tasks.settings import Settings
@@ -61,6 +63,29 @@ def load_reference(ctx: Champion, settings: Settings) -> pd.DataFrame:
         raise FileNotFoundError(
             f"reference data for {ctx.name} v{ctx.version} is missing: its lineage points at {uri} ({err})"
         ) from None
+
+
+def reference_uri(settings: Settings, ctx: Champion) -> str:
+    return storage.join(settings.storage_url, "monitoring", ctx.name, "reference", f"v{ctx.version}")
+
+
+@step(**IO_RETRIES)
+def reference_profile(ctx: Champion, settings: Settings) -> tuple[profiles.ReferenceProfile, pd.DataFrame]:
+    """The champion's drift profile and kept reference sample: computed from its training snapshot the first
+    time this version is monitored, then read back (one pass over the training data per champion)."""
+    base = reference_uri(settings, ctx)
+    if storage.exists(f"{base}/sample.parquet", settings):
+        kept = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{base}/sample.parquet", settings)))
+        return profiles.from_json(storage.read_bytes(f"{base}/profile.json", settings)), kept
+    reference = load_reference.fn(ctx, settings)
+    meta = {"model": ctx.name, "version": ctx.version, "data": ctx.contract.data.uri}
+    profile = profiles.profile_reference(reference, ctx.contract.spec, meta)
+    kept = drift.reference_sample(reference, profile)
+    buffer = io.BytesIO()
+    kept.to_parquet(buffer, index=False)
+    storage.write_bytes(f"{base}/profile.json", profiles.to_json(profile), settings)
+    storage.write_bytes(f"{base}/sample.parquet", buffer.getvalue(), settings)  # last: its presence means both
+    return profile, kept
 
 
 def state_uri(settings: Settings, model: str) -> str:
@@ -267,6 +292,11 @@ def publish_report(
             client.log_artifact(run.info.run_id, str(path), "monitoring")
     client.set_terminated(run.info.run_id, "FINISHED")
     drifted = ", ".join(result.drifted_columns) or "none"
+    shown = (
+        "every row"
+        if result.report_rows >= result.rows
+        else f"drawn on {result.report_rows} of the {result.rows} rows; the verdicts above use every row"
+    )
     live_line = (
         f"{live:.4f} live vs {ctx.test_primary:.4f} on the champion's held-out data"
         if live is not None
@@ -276,7 +306,7 @@ def publish_report(
         f"# Monitoring {ctx.name} v{ctx.version}: {'retrain' if decision.retrain else 'keep'}\n\n"
         f"Window {since.isoformat(timespec='seconds')} to {until.isoformat(timespec='seconds')}, "
         f"{samples} predictions.\n\n- Drift share {result.drift_share:.2f}; drifted columns: {drifted}\n"
-        f"- Primary metric: {live_line}\n- Report: `{base}/drift.html`\n"
+        f"- Primary metric: {live_line}\n- Report: `{base}/drift.html` ({shown})\n"
         + "".join(f"- Variant: {report.line()}\n" for report in compared or [])
         + "\n## Decision\n"
         + "\n".join(f"- {r}" for r in decision.reasons),

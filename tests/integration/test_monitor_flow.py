@@ -1,5 +1,5 @@
 """The monitoring flow on a real Prefect engine and MLflow store, reading a prediction log the test writes
-itself (as the serving app would), with Evidently computing the drift."""
+itself (as the serving app would); drift verdicts from Evidently (small references) or the kept profile."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from flows.monitor import MonitorParams, monitor
 from flows.train import TrainParams, train
 from tasks.demo import TARGET, TIMESTAMP_COLUMN, generate
+from tasks.monitoring import drift
 from tasks.monitoring.policy import MonitorPolicy
 from tasks.runtime.loaded import load_version
 from tasks.steps import monitor as monitor_steps
@@ -159,3 +160,29 @@ def test_missing_reference_is_a_clear_error(champion, settings):
         snapshot.unlink()
     with pytest.raises(FileNotFoundError, match=r"reference data for .* is missing"):
         monitor(window())
+
+
+def test_the_reference_is_profiled_once_and_the_verdicts_are_evidentlys_on_every_row(prefect_server, settings):
+    """Above 1,000 reference rows the verdicts come from the kept profile, equal to a full-data Evidently report;
+    later runs read the profile, so they no longer need the training snapshot unless they retrain."""
+    assert train(TrainParams(demo_rows=3000, n_trials=2, cv_folds=2)).promoted
+    serve_traffic(settings, 2500, drift=0.6, seed=108, at=NOW)
+    watch_only = window().model_copy(update={"allow_retrain": False})
+    first = monitor(watch_only)
+    ctx = monitor_steps.champion.fn(registry.connect(settings), settings.model_name)
+    kept = settings.local_state_dir / "monitoring" / settings.model_name / "reference" / f"v{ctx.version}"
+    assert (kept / "profile.json").exists() and (kept / "sample.parquet").exists()
+
+    reference = monitor_steps.load_reference.fn(ctx, settings)
+    since, until = watch_only.since, watch_only.until
+    current = monitor_steps.served(monitor_steps.load_window.fn(ctx, settings, since, until))
+    full = drift.from_snapshot(
+        drift.evidently_report(reference, current, ctx.contract.spec, 0.3), ctx.contract.spec.columns, 0.3, 0
+    )
+    assert first.drifted_columns == full.drifted_columns and first.drifted_columns
+    assert first.drift_share == pytest.approx(full.drift_share)
+
+    for snapshot in (settings.local_state_dir / "datasets").rglob("*.parquet"):
+        snapshot.unlink()
+    again = monitor(watch_only)
+    assert again.drifted_columns == first.drifted_columns and again.drift_share == first.drift_share
