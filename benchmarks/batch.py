@@ -7,8 +7,10 @@ Registers one HistGradientBoosting model of the demo data in a throwaway store (
 `--rows` demo rows (generated, not downloaded) as `--files` Parquet files, then runs `flows/batch_predict.py`
 from the shell once per engine, each in its own process: validation, scoring, writing the parts and logging
 every row, as a user's run does (the Ray engine's time includes starting a local Ray). Peak memory is the
-largest resident set of the run's whole process tree (the flow, and for Ray its raylet and actors), sampled
-every 0.2 s; the ceiling is `predict_proba` on 100,000-row frames already in memory.
+largest sum over the run's whole process tree (the flow, and for Ray its raylet and actors), sampled every
+second, of resident set sizes and of proportional set sizes (shared pages split among their sharers: the
+honest figure when Ray's processes map one object store); the ceiling is `predict_proba` on 100,000-row
+frames already in memory.
 """
 
 from __future__ import annotations
@@ -56,18 +58,21 @@ def ceiling(model: object, folder: Path) -> float:
     return sum(len(c) for c in inputs) / (time.perf_counter() - started)
 
 
-def tree_rss(process) -> int:
+def tree_memory(process) -> tuple[int, int]:
+    """Resident and proportional set sizes summed over the process tree. Ray's workers map the same object-store
+    pages, so summed RSS counts them once per process; PSS splits each shared page among its sharers."""
     import psutil
 
-    total = 0
+    rss = pss = 0
     for each in [process, *process.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):  # a process that ended between the listing and the read
-            total += each.memory_info().rss
-    return total
+            info = each.memory_full_info()
+            rss, pss = rss + info.rss, pss + info.pss
+    return rss, pss
 
 
-def run_engine(args: list[str]) -> tuple[float, int, str]:
-    """Seconds, peak resident bytes of the process tree, and the last line printed."""
+def run_engine(args: list[str]) -> tuple[float, int, int, str]:
+    """Seconds, peak RSS and peak PSS of the process tree (bytes), and the last line printed."""
     import psutil
 
     started = time.perf_counter()
@@ -78,15 +83,16 @@ def run_engine(args: list[str]) -> tuple[float, int, str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    process, peak = psutil.Process(child.pid), 0
+    process, peak_rss, peak_pss = psutil.Process(child.pid), 0, 0
     while child.poll() is None:
-        peak = max(peak, tree_rss(process))
-        time.sleep(0.2)
+        rss, pss = tree_memory(process)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        time.sleep(1)
     seconds = time.perf_counter() - started
     output = child.stdout.read()
     if child.returncode != 0:
         raise SystemExit(f"batch_predict {' '.join(args)} failed:\n{output[-3000:]}")
-    return seconds, peak, output.strip().splitlines()[-1]
+    return seconds, peak_rss, peak_pss, output.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -113,11 +119,11 @@ def main() -> None:
             flags = [str(workdir / "input"), "--output", str(workdir / f"out-{engine}"), "--model", "bench"]
             flags += ["--chunk-rows", str(args.chunk_rows), "--engine", engine]
             flags += ["--actors", str(args.actors)] if engine == "ray" and args.actors else []
-            seconds, peak, said = run_engine(flags)
+            seconds, peak_rss, peak_pss, said = run_engine(flags)
             rate = args.rows / seconds
             print(
                 f"{engine:5s}: {seconds:7.1f} s  {rate:10,.0f} rows/s  {rate / top:5.0%} of the ceiling  "
-                f"peak {peak / 1024**2:,.0f} MB   ({said})",
+                f"peak RSS {peak_rss / 1024**2:,.0f} MB, PSS {peak_pss / 1024**2:,.0f} MB   ({said})",
                 flush=True,
             )
     finally:

@@ -149,7 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: Ray Data, on an actor pool")
     parser.add_argument("--ray-address", help="engine ray: a running cluster; default RAY_ADDRESS, else a local Ray")
-    parser.add_argument("--actors", type=int, help="engine ray: scoring actors (default: one per 2 CPUs)")
+    parser.add_argument(
+        "--actors",
+        type=int,
+        help="engine ray: scoring actors, one CPU each (default: one per 2 CPUs); leave a CPU for reading",
+    )
     args = parser.parse_args(argv)
     params = BatchParams(
         input_uri=args.input_uri,
