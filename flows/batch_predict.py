@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         ray_address=args.ray_address,
         actors=args.actors,
     )
-    with shell_run():
+    with shell_run(more_user_errors=(batch.OutputTaken,)):
         result = batch_predict(params)
     print(f"scored {result.rows} rows with v{result.model_version} into {result.output_uri} ({result.parts} parts)")
 

@@ -19,7 +19,7 @@ USER_ERRORS = (DataValidationError, DataLoadError, DatabaseUnavailable, FeatureE
 
 
 @contextmanager
-def shell_run() -> Iterator[None]:
+def shell_run(more_user_errors: tuple[type[Exception], ...] = ()) -> Iterator[None]:
     """Flow runs inside this block skip heartbeats when no Prefect server is configured.
 
     With no PREFECT_API_URL, Prefect runs flows on a temporary server that stops with this process, so no one
@@ -28,7 +28,8 @@ def shell_run() -> Iterator[None]:
     steps: 0 to 1 s added to every flow and subflow run. Against a real server (deployments, workers,
     `prefect server start`) heartbeats stay on.
 
-    An error of the input or the machine (USER_ERRORS) ends the process with its message and exit status 1.
+    An error of the input or the machine (USER_ERRORS, and a flow's own `more_user_errors`) ends the process with
+    its message and exit status 1.
     """
     try:
         if PREFECT_API_URL.value():
@@ -36,6 +37,6 @@ def shell_run() -> Iterator[None]:
             return
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, *more_user_errors) as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prefect import flow
 from prefect.flow_engine import FlowRunEngine
 from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
@@ -31,3 +32,14 @@ def test_heartbeats_kept_against_a_real_server() -> None:
     server = {PREFECT_API_URL: "http://127.0.0.1:4200/api", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}
     with temporary_settings(server), shell_run():
         assert heartbeat_seconds() == 60
+
+
+def test_a_flows_own_user_error_ends_a_shell_run_with_its_message(capsys) -> None:
+    class OutputTaken(ValueError):
+        pass
+
+    with pytest.raises(SystemExit) as ended, shell_run(more_user_errors=(OutputTaken,)):
+        raise OutputTaken("out/ already holds a committed batch")
+    assert ended.value.code == 1 and capsys.readouterr().err == "error: out/ already holds a committed batch\n"
+    with pytest.raises(KeyError), shell_run(more_user_errors=(OutputTaken,)):  # anything else stays a traceback
+        raise KeyError("a bug")
