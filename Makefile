@@ -35,7 +35,7 @@ run: setup ## train the demo model end to end: python flows/train.py
 test: setup lint ## lint, the fast tier, then the integration tier (real Prefect, MLflow, Ray Serve, S3, the stack)
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m pytest -m "not integration"
-	$(BIN)/python -m pytest -m integration
+	$(BIN)/python -m pytest -m integration --durations=20
 
 test-fast: setup lint ## lint and the unit tests only: no servers, about two minutes
 	$(BIN)/python -m pytest -m "not integration"
