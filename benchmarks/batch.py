@@ -72,7 +72,7 @@ def tree_memory(process) -> tuple[int, int]:
 
 
 def run_engine(args: list[str]) -> tuple[float, int, int, str]:
-    """Seconds, peak RSS and peak PSS of the process tree (bytes), and the last line printed."""
+    """Seconds, peak RSS and peak PSS of the process tree (bytes), and the flow's own last line."""
     import psutil
 
     started = time.perf_counter()
@@ -92,7 +92,8 @@ def run_engine(args: list[str]) -> tuple[float, int, int, str]:
     output = child.stdout.read()
     if child.returncode != 0:
         raise SystemExit(f"batch_predict {' '.join(args)} failed:\n{output[-3000:]}")
-    return seconds, peak_rss, peak_pss, output.strip().splitlines()[-1]
+    said = [line for line in output.splitlines() if line.startswith("scored ")]  # not Prefect's closing log
+    return seconds, peak_rss, peak_pss, said[-1] if said else output.strip().splitlines()[-1]
 
 
 def main() -> None:

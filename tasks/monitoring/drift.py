@@ -52,7 +52,8 @@ def check(
     """Drift per column and overall on every row of `current`, and a report on a sample of both sides.
 
     `reference` is the kept reference sample (reference_sample); `current_summary`, when given, is the window's
-    summary built elsewhere (on Ray Data), and `current` then only feeds the report."""
+    summary already built (benchmarks/monitoring.py times that step apart), and `current` then only feeds the
+    report."""
     spec = profile.spec
     if profile.needs_rows:
         snapshot = evidently_report(reference, current, spec, drift_share)
@@ -61,8 +62,7 @@ def check(
     verdicts = profiles.compare(profile, summary)
     shown = sample(current, REPORT_ROWS, seed)
     snapshot = evidently_report(reference, shown, spec, drift_share)
-    rows = max(part.rows for part in summary.numeric.values()) if summary.numeric else len(current)
-    return from_verdicts(verdicts, drift_share, max(rows, len(current)), len(shown), snapshot)
+    return from_verdicts(verdicts, drift_share, len(current), len(shown), snapshot)
 
 
 def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, spec: FeatureSpec, drift_share: float) -> Any:

@@ -1,6 +1,6 @@
 """Drift statistics that add up: the reference summarised once per champion, the window summarised block by
-block (in this process or as a Ray Data aggregation), and Evidently's own large-sample tests computed from
-the two summaries, so the verdicts are a full-data Evidently report's without holding the data.
+block (summaries of any blocks merge, in any order), and Evidently's own large-sample tests computed from the
+two summaries, so the verdicts are a full-data Evidently report's without holding the data.
 
 Evidently 0.7 picks its test per column (`_get_default_stattest`); for a reference of more than 1,000 rows:
 - a numeric column with more than 5 distinct values on both sides together: the Wasserstein distance normed
@@ -8,7 +8,7 @@ Evidently 0.7 picks its test per column (`_get_default_stattest`); for a referen
 - a categorical column, or a numeric one with at most 5 values: the Jensen-Shannon distance of the value
   frequencies, drift at >= 0.1.
 Missing and infinite values are left out on both sides, as Evidently leaves them out. A smaller reference gets
-tests that do not summarise (KS, chi-square): `needs_rows` says so, and drift.run_report runs Evidently itself.
+tests that do not summarise (KS, chi-square): `needs_rows` says so, and drift.check runs Evidently itself.
 
 The Wasserstein distance W1 = integral of |F_ref(x) - F_cur(x)| dx is read from counts per slot of shared edges
 (the reference's quantiles and an even grid over its range) and, per slot, the sum of each value's distance to
