@@ -21,7 +21,6 @@ import asyncio
 import hmac
 import json
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -111,14 +110,17 @@ class FastJSONResponse(JSONResponse):
         return orjson.dumps(content)
 
 
-LONG_NUMBER = re.compile(rb"\d{17,}")  # more digits than a float64 holds exactly
+# Any ASCII digit -> "0", anything else -> " ": a run of 17 zeros is a number with more digits than a float64
+# holds exactly. translate and a substring search cost a tenth of the regex r"\d{17,}" on a 100-record body.
+DIGITS_AS_ZEROS = bytes(ord("0") if ord("0") <= byte <= ord("9") else ord(" ") for byte in range(256))
+LONG_NUMBER = b"0" * 17
 
 
 def parse_json(body: bytes) -> Any:
     """orjson for speed; what it refuses (NaN, lone surrogates, deep nesting) goes to the standard parser, so
     such values still reach validation and get a field-level answer. So does a body with very long numbers:
     orjson reads an integer beyond 64 bits as a rounded float, which could slip under a bound it is over."""
-    if LONG_NUMBER.search(body):
+    if LONG_NUMBER in body.translate(DIGITS_AS_ZEROS):
         return json.loads(body)
     try:
         return orjson.loads(body)

@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from tasks.model import contract as contracts
 from tasks.model import families
+from tasks.model.compiled import CompiledPreprocessor, compile_verified
 from tasks.model.contract import ModelContract
 from tasks.model.metrics import plain
 from tasks.runtime.validation import Columns, RecordValidator, rows_in
@@ -36,6 +37,7 @@ class LoadedModel:
     model: Any  # the fitted sklearn Pipeline, preprocessing inside
     validator: RecordValidator
     contract: ModelContract
+    compiled: CompiledPreprocessor | None = None  # the same preprocessing replayed with numpy, where verified
 
     @property
     def classes(self) -> list[Any] | None:
@@ -43,15 +45,29 @@ class LoadedModel:
         return None if classes is None else [plain(c) for c in classes]
 
     def score(self, frame: pd.DataFrame) -> Scored:
-        """Predictions for every row, and class probabilities where the model has them.
+        """Predictions for every row, and class probabilities where the model has them."""
+        inputs = None
+        if self.compiled is not None and set(self.compiled.columns) <= set(frame.columns):
+            inputs = self.compiled.transform({name: frame[name].to_numpy() for name in self.compiled.columns})
+        if inputs is None:
+            return self._scored(self.model, frame)
+        return self._scored(self.compiled.estimator, inputs)
 
-        Classifiers make one predict_proba call and take the most probable class, which is what sklearn's
-        predict does: the pipeline's per-call cost (column selection, imputing, encoding) is paid once.
-        """
+    def score_columns(self, columns: Columns) -> Scored:
+        """`score` for validated request columns (RecordValidator.joined), without building a DataFrame where
+        the compiled preprocessing applies."""
+        inputs = None if self.compiled is None else self.compiled.transform(columns)
+        if inputs is None:
+            return self._scored(self.model, self.validator.frame(columns))
+        return self._scored(self.compiled.estimator, inputs)
+
+    def _scored(self, predictor: Any, inputs: Any) -> Scored:
+        """Classifiers make one predict_proba call and take the most probable class, which is what sklearn's
+        predict does: the per-call cost is paid once."""
         classes = self.classes
         if classes is None:
-            return Scored(np.asarray(self.model.predict(frame), dtype="float64"), None, [])
-        probabilities = self.model.predict_proba(frame)
+            return Scored(np.asarray(predictor.predict(inputs), dtype="float64"), None, [])
+        probabilities = predictor.predict_proba(inputs)
         return Scored(np.asarray(self.model.classes_)[probabilities.argmax(axis=1)], probabilities, classes)
 
     def log_columns(
@@ -145,7 +161,7 @@ def load_model_dir(local: Path, name: str, version: str, alias: str) -> LoadedMo
     check_trusted_types(local, contract)
     model = mlflow.sklearn.load_model(str(local))
     validator = RecordValidator(contract.schema, contract.spec.columns, contract.passthrough_columns)
-    return LoadedModel(name, version, alias, model, validator, contract)
+    return LoadedModel(name, version, alias, model, validator, contract, compile_verified(model))
 
 
 def check_trusted_types(local: Path, contract: ModelContract) -> None:
@@ -204,7 +220,7 @@ def predict_grouped(items: list[tuple[LoadedModel, Columns]]) -> list[Scored | E
 
     def score(group: list[tuple[LoadedModel, Columns]]) -> Scored:
         model = group[0][0]
-        return model.score(model.validator.frame(*(columns for _, columns in group)))
+        return model.score_columns(model.validator.joined(*(columns for _, columns in group)))
 
     return call_grouped(
         items,

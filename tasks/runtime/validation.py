@@ -89,16 +89,19 @@ class RecordValidator:
             columns = self.columns_of(records)
         return columns
 
-    def frame(self, *parts: Columns) -> pd.DataFrame:
-        """The model's input for validated requests: built once per batch, not once per request."""
-        joined = {
+    def joined(self, *parts: Columns) -> Columns:
+        """The model's features of validated requests, one array per feature: built once per batch."""
+        return {
             name: parts[0][name] if len(parts) == 1 else np.concatenate([part[name] for part in parts])
             for name in self.features
         }
+
+    def frame(self, *parts: Columns) -> pd.DataFrame:
+        """The model's input for validated requests as the DataFrame the pipeline was fitted on."""
         # text stays numpy objects, as the model was fitted on (features.model_input): pandas would otherwise
         # convert it to Arrow strings here and sklearn straight back
         return pd.DataFrame(
-            {name: pd.Series(column, dtype=column.dtype, copy=False) for name, column in joined.items()},
+            {name: pd.Series(column, dtype=column.dtype, copy=False) for name, column in self.joined(*parts).items()},
             columns=self.features,
         )
 

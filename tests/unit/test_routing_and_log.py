@@ -157,3 +157,14 @@ def test_one_buffer_logs_several_models_each_to_its_own_folder(settings):
     assert list(prediction_log.read(settings, model="labels")["prediction"]) == ["Yes", "No"]
     assert list(prediction_log.read(settings, model="values")["prediction"]) == [1.5, 2.5]
     assert len(prediction_log.read(settings)) == 4
+
+
+def test_numbers_longer_than_a_float_holds_are_parsed_exactly() -> None:
+    from serving.app import parse_json
+
+    huge = 10**20 + 1  # orjson would read it as the float 1e20, which passes a bound of 1e20
+    assert parse_json(f'{{"spend": {huge}, "plan": "pro"}}'.encode()) == {"spend": huge, "plan": "pro"}
+    assert parse_json(b'[{"spend": 12.5, "plan": "0123456789012345678"}]') == [
+        {"spend": 12.5, "plan": "0123456789012345678"}
+    ]
+    assert parse_json(b'{"spend": 0.1234567890123456}')["spend"] == 0.1234567890123456
