@@ -67,23 +67,51 @@ class TextBlock:
     columns: tuple[str, ...]
     fill: tuple[Any, ...]  # the imputer's constant per column
     categories: tuple[dict[Any, int], ...]  # category -> position in the column's one-hot block
+    indexes: tuple[pd.Index, ...]  # the same, for whole columns at once
     width: int
 
     def transform(self, columns: Columns, rows: int) -> np.ndarray | None:
         encoded = np.zeros((rows, self.width), dtype="float64")
         offset = 0
-        for name, fill, lookup in zip(self.columns, self.fill, self.categories, strict=True):
-            codes = np.empty(rows, dtype=np.int64)
-            for row, value in enumerate(columns[name]):
-                if type(value) is float and value != value:
-                    value = fill
-                elif value is not None and type(value) is not str:
-                    return None
-                codes[row] = lookup.get(value, -1)
+        for position, name in enumerate(self.columns):
+            values, fill = columns[name], self.fill[position]
+            if rows < VECTORISED_ROWS:
+                codes = _codes_each(values, fill, self.categories[position])
+            else:
+                codes = _codes_vectorised(values, fill, self.indexes[position])
+            if codes is None:
+                return None
             seen = codes >= 0
             encoded[np.flatnonzero(seen), offset + codes[seen]] = 1.0
-            offset += len(lookup)
+            offset += len(self.categories[position])
         return encoded
+
+
+# Below this many rows a dict lookup per value is quicker than pandas' per-call set-up
+VECTORISED_ROWS = 256
+
+
+def _codes_each(values: np.ndarray, fill: Any, lookup: dict[Any, int]) -> np.ndarray | None:
+    codes = np.empty(len(values), dtype=np.int64)
+    for row, value in enumerate(values):
+        if type(value) is float and value != value:
+            value = fill
+        elif value is not None and type(value) is not str:
+            return None
+        codes[row] = lookup.get(value, -1)
+    return codes
+
+
+def _codes_vectorised(values: np.ndarray, fill: Any, index: pd.Index) -> np.ndarray | None:
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) not in {"string", "empty"}:
+        return None
+    try:
+        nan = values != values  # NaN only: None equals None (and stays a category of its own)
+    except TypeError:  # pd.NA, whose comparisons have no truth value: scikit-learn decides
+        return None
+    if nan.any():
+        values = np.where(nan, fill, values)
+    return index.get_indexer(values)
 
 
 @dataclass(frozen=True)
@@ -175,7 +203,8 @@ def _text(step: Any, columns: tuple[str, ...]) -> TextBlock | None:
             return None
         lookups.append({value: index for index, value in enumerate(values)})
     fill = tuple(imputer.statistics_.tolist())
-    return TextBlock(columns, fill, tuple(lookups), sum(len(lookup) for lookup in lookups))
+    indexes = tuple(pd.Index(list(lookup), dtype=object) for lookup in lookups)
+    return TextBlock(columns, fill, tuple(lookups), indexes, sum(len(lookup) for lookup in lookups))
 
 
 def _is_passthrough(step: Any) -> bool:
@@ -212,16 +241,19 @@ def compile_verified(pipeline: Any) -> CompiledPreprocessor | None:
     compiled = compile_preprocessor(pipeline)
     if compiled is None or not compiled.blocks:
         return None
-    probe = probe_columns(compiled)
-    replayed = compiled.transform(probe)
     transformer = pipeline.steps[0][1]
     names = list(getattr(transformer, "feature_names_in_", []))
-    if sorted(names) != sorted(probe):  # fitted on columns the replay does not read: keep to the pipeline
+    small = probe_columns(compiled)
+    if sorted(names) != sorted(small):  # fitted on columns the replay does not read: keep to the pipeline
         return None
-    try:
-        expected = transformer.transform(pd.DataFrame(probe)[names])
-    except Exception:  # a probe scikit-learn refuses: keep to the pipeline
-        return None
-    if replayed is None or not np.array_equal(np.asarray(expected, dtype="float64"), replayed, equal_nan=True):
-        return None
+    rows = len(next(iter(small.values())))
+    large = {name: np.tile(column, VECTORISED_ROWS // rows + 1) for name, column in small.items()}
+    for probe in (small, large):  # both ways of encoding text
+        replayed = compiled.transform(probe)
+        try:
+            expected = transformer.transform(pd.DataFrame(probe)[names])
+        except Exception:  # a probe scikit-learn refuses: keep to the pipeline
+            return None
+        if replayed is None or not np.array_equal(np.asarray(expected, dtype="float64"), replayed, equal_nan=True):
+            return None
     return compiled

@@ -34,9 +34,9 @@ def training_frame(rows: int, rng: np.random.Generator) -> pd.DataFrame:
     )
 
 
-def new_rows(rng: np.random.Generator) -> pd.DataFrame:
+def new_rows(rng: np.random.Generator, size: int = 40) -> pd.DataFrame:
     """Rows a client might send: missing numbers, None and NaN text, values never seen in training."""
-    frame = training_frame(40, rng)
+    frame = training_frame(size, rng)
     frame.loc[::3, "spend"] = np.nan
     frame.loc[::4, "empty"] = 7.0
     frame["plan"] = frame["plan"].astype(object)
@@ -74,13 +74,14 @@ def test_the_replay_equals_scikit_learn_on_rows_it_never_saw(estimator, impute, 
     pipeline = fitted(estimator, impute, scale, task)
     compiled = compile_verified(pipeline)
     assert compiled is not None
-    rows = new_rows(np.random.default_rng(1))
-    replayed = compiled.transform(columns_of(rows))
-    np.testing.assert_array_equal(replayed, pipeline.steps[0][1].transform(rows))
-    if task == "regression":
-        np.testing.assert_array_equal(compiled.estimator.predict(replayed), pipeline.predict(rows))
-    else:
-        np.testing.assert_array_equal(compiled.estimator.predict_proba(replayed), pipeline.predict_proba(rows))
+    for size in (40, 4000):  # text encoded value by value, and whole columns at once
+        rows = new_rows(np.random.default_rng(1), size)
+        replayed = compiled.transform(columns_of(rows))
+        np.testing.assert_array_equal(replayed, pipeline.steps[0][1].transform(rows))
+        if task == "regression":
+            np.testing.assert_array_equal(compiled.estimator.predict(replayed), pipeline.predict(rows))
+        else:
+            np.testing.assert_array_equal(compiled.estimator.predict_proba(replayed), pipeline.predict_proba(rows))
 
 
 @pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
@@ -94,6 +95,11 @@ def test_values_the_replay_does_not_cover_are_left_to_scikit_learn() -> None:
     assert compiled.transform(numbers_as_text) is None
     as_ints = columns_of(rows) | {"flag": rows["flag"].to_numpy().astype(np.int64)}
     assert compiled.transform(as_ints) is None
+    many = new_rows(np.random.default_rng(3), 1000)
+    pandas_missing = columns_of(many) | {"plan": many["plan"].astype("string").astype(object).to_numpy()}  # pd.NA
+    assert compiled.transform(pandas_missing) is None
+    numbers_among_text = columns_of(many) | {"region": np.array(["north", 2] * 500, dtype=object)}
+    assert compiled.transform(numbers_among_text) is None
 
 
 def test_a_preprocessing_it_does_not_know_is_not_compiled() -> None:
