@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--actors",
         type=int,
-        help="engine ray: scoring actors, one CPU each (default: one per 2 CPUs); leave a CPU for reading",
+        help="engine ray: scoring actors, one CPU and one OpenMP thread each (default: one per 2 CPUs, two threads "
+        "each); leave a CPU for reading",
     )
     args = parser.parse_args(argv)
     params = BatchParams(

@@ -126,11 +126,14 @@ def datasets(input_uri: str, settings: Settings) -> list[Any]:
     return found
 
 
-def default_actors() -> int:
-    """One scoring actor per two CPUs of the cluster (the rest read and write), at least one."""
+def default_pool() -> tuple[int, int]:
+    """One scoring actor per two CPUs of the cluster, at least one, and the OpenMP threads each model call may
+    use: both CPUs of its pair. An actor holds one CPU, leaving the other to the read tasks; the model call
+    and the reads rarely peak together, and one thread left the second CPU idle through every model call."""
     import ray
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)) // 2)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, cpus // 2), 2 if cpus >= 2 else 1
 
 
 def score_on_ray(
@@ -144,11 +147,20 @@ def score_on_ray(
     (the original error, not Ray's wrapper around it)."""
     import ray
 
-    pool = actors or default_actors()
+    # an explicit pool keeps Ray's one OpenMP thread per actor CPU: its size says how the CPUs are shared
+    pool, threads = (actors, 1) if actors else default_pool()
+    actor_env = forwarded_env()
+    if threads > 1:
+        actor_env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(threads))
     staged: list[batch.StagedPart] = []
     # scoring starts once every actor has loaded the model: a node that cannot reach the registry fails the run
     # at once, and the first actor up does not take every batch while the others load
-    ray.data.DataContext.get_current().wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    context = ray.data.DataContext.get_current()
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    # a batch goes to the least busy actor, not to one on the node that read it: moving a block between nodes
+    # costs little beside scoring it, and reads landing on one node would otherwise leave the others idle (Ray
+    # 2.60 documents the option as deprecated but its actor pool still reads it; the two-node test checks it)
+    context.execution_options.actor_locality_enabled = False
     for dataset in datasets(input_uri, settings):
         scored = dataset.map_batches(
             BlockScorer,
@@ -160,7 +172,7 @@ def score_on_ray(
             # one actor per node before two on one (Ray Data's own SPREAD default is for its tasks, not actors);
             # Ray 2.60 warns that this keyword is deprecated, with no named replacement yet
             scheduling_strategy="SPREAD",
-            runtime_env={"env_vars": forwarded_env()},
+            runtime_env={"env_vars": actor_env},
         )
         for row in scored.iter_rows():  # streamed: the first bad block stops the run, the rest is not scored
             error = row.pop("error")
