@@ -38,10 +38,10 @@ class NumericBlock:
     scale: np.ndarray | None
 
     def transform(self, columns: Columns, rows: int) -> np.ndarray | None:
-        values = np.empty((rows, len(self.columns)), dtype="float64")
+        values = np.empty((rows, len(self.columns)), dtype="float64")  # any float input is cast on assignment
         for index, name in enumerate(self.columns):
             column = columns[name]
-            if column.dtype != np.float64:
+            if column.dtype.kind not in "fiub":  # integers and booleans: converted as scikit-learn converts them
                 return None
             values[:, index] = column
         if np.isinf(values).any():  # scikit-learn refuses these: let it say so

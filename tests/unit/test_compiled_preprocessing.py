@@ -93,13 +93,24 @@ def test_values_the_replay_does_not_cover_are_left_to_scikit_learn() -> None:
     assert compiled.transform(infinite) is None  # scikit-learn refuses infinity: it must be the one to say so
     numbers_as_text = columns_of(rows) | {"plan": np.array([1] * len(rows), dtype=object)}
     assert compiled.transform(numbers_as_text) is None
-    as_ints = columns_of(rows) | {"flag": rows["flag"].to_numpy().astype(np.int64)}
-    assert compiled.transform(as_ints) is None
+    as_text = columns_of(rows) | {"flag": rows["flag"].to_numpy().astype(object)}
+    assert compiled.transform(as_text) is None
     many = new_rows(np.random.default_rng(3), 1000)
     pandas_missing = columns_of(many) | {"plan": many["plan"].astype("string").astype(object).to_numpy()}  # pd.NA
     assert compiled.transform(pandas_missing) is None
     numbers_among_text = columns_of(many) | {"region": np.array(["north", 2] * 500, dtype=object)}
     assert compiled.transform(numbers_among_text) is None
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+def test_integer_and_boolean_columns_give_scikit_learns_numbers() -> None:
+    """As a Parquet file hands them to batch scoring, before any cast to float."""
+    pipeline = fitted(LogisticRegression(max_iter=500), True, True)
+    compiled = compile_verified(pipeline)
+    rows = new_rows(np.random.default_rng(4), 500)
+    rows["flag"] = rows["flag"].astype(bool)
+    rows["spend"] = rows["spend"].fillna(0).round().astype(np.int64)
+    np.testing.assert_array_equal(compiled.transform(columns_of(rows)), pipeline.steps[0][1].transform(rows))
 
 
 def test_a_preprocessing_it_does_not_know_is_not_compiled() -> None:
