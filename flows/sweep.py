@@ -26,13 +26,18 @@ from tasks.store import registry
 
 @flow(name="sweep-worker", log_prints=True)
 def sweep_worker(
-    study_name: str, optuna_storage: str, seed: int = 42, n_jobs: int = 1, timeout_s: float | None = None
+    study_name: str,
+    optuna_storage: str,
+    seed: int = 42,
+    n_jobs: int = 1,
+    timeout_s: float | None = None,
+    max_trials: int | None = None,
 ) -> int:
     settings = get_settings()
     registry.connect(settings)  # the same MLflow store and retry budget as the train flow
     study, config = steps.join_study(study_name, optuna_storage, seed, settings)
     train_rows = steps.training_rows(config, settings)
-    return steps.run_trials_here(study, config, train_rows, n_jobs, timeout_s)
+    return steps.run_trials_here(study, config, train_rows, n_jobs, timeout_s, max_trials)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,9 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42, help="Sampler seed (give each worker its own)")
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--timeout-s", type=float, default=None)
+    parser.add_argument("--max-trials", type=int, default=None, help="Run at most this many of the study's trials")
     args = parser.parse_args(argv)
     with shell_run():
-        ran = sweep_worker(args.study_name, args.storage, args.seed, args.n_jobs, args.timeout_s)
+        ran = sweep_worker(args.study_name, args.storage, args.seed, args.n_jobs, args.timeout_s, args.max_trials)
     print(f"this worker ran {ran} trials of {args.study_name}")
 
 

@@ -99,9 +99,11 @@ def run_trials(
     n_jobs: int = 1,
     timeout: float | None = None,
     logger: logging.Logger | logging.LoggerAdapter = log,
+    max_trials: int | None = None,
 ) -> int:
     """Run trials until the study holds `config.n_trials` trials (across every worker): the budget is the trial
-    numbers below n_trials, which the storage hands out one by one. Returns how many trials this call ran."""
+    numbers below n_trials, which the storage hands out one by one. `max_trials` caps what this call takes of
+    it (a worker with a time slot, say). Returns how many trials this call ran."""
     load_plugins(config.plugins)
     features = model_input(frame, config.spec)
     target = frame[config.target]
@@ -132,7 +134,7 @@ def run_trials(
     try:
         study.optimize(
             objective,
-            n_trials=config.n_trials,
+            n_trials=config.n_trials if max_trials is None else min(config.n_trials, max_trials),
             n_jobs=n_jobs,
             timeout=timeout,
             catch=(OverBudget,),

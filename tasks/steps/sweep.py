@@ -36,9 +36,16 @@ def training_rows(config: SweepConfig, settings: Settings) -> pd.DataFrame:
 
 @step
 def run_trials_here(
-    study: optuna.Study, config: SweepConfig, train: pd.DataFrame, n_jobs: int, timeout_s: float | None
+    study: optuna.Study,
+    config: SweepConfig,
+    train: pd.DataFrame,
+    n_jobs: int,
+    timeout_s: float | None,
+    max_trials: int | None = None,
 ) -> int:
-    """Trials until the study holds its n_trials, from whichever process or machine; returns this one's count."""
-    ran = run_trials(study, config, train, n_jobs=n_jobs, timeout=timeout_s, logger=get_run_logger())
+    """Trials until the study holds its n_trials, from whichever process or machine (at most `max_trials` from
+    this one); returns this one's count."""
+    logger = get_run_logger()
+    ran = run_trials(study, config, train, n_jobs=n_jobs, timeout=timeout_s, logger=logger, max_trials=max_trials)
     get_run_logger().info("sweep %s: this process ran %d trials", study.study_name, ran)
     return ran

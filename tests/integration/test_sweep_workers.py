@@ -27,6 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+def worker_command(study: str, storage: str, seed: int) -> list[str]:
+    return [sys.executable, "flows/sweep.py", "--study-name", study, "--storage", storage, "--seed", str(seed)]
+
+
 def test_two_workers_share_one_study(prefect_server, settings, client, demo_sweep_config, tmp_path):
     frame = schemas.validate(generate(n_rows=500, seed=4), demo_schema(), "demo")
     version = data.snapshot(frame, "churn-demo", settings)
@@ -38,7 +42,8 @@ def test_two_workers_share_one_study(prefect_server, settings, client, demo_swee
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     workers = [
         subprocess.Popen(
-            [sys.executable, "flows/sweep.py", "--study-name", "shared", "--storage", storage, "--seed", str(seed)],
+            # at most 6 of the 10 trials each: both must run some, however far apart the two processes start
+            [*worker_command("shared", storage, seed), "--max-trials", "6"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,

@@ -117,3 +117,11 @@ def test_a_worker_that_asks_after_the_budget_is_taken_runs_nothing(client, demo_
         [config.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{config.parent_run_id}'"
     )
     assert children == []
+
+
+def test_a_worker_with_max_trials_leaves_the_rest_of_the_budget_to_others(demo_sweep_config, frame):
+    config = demo_sweep_config(n_trials=5)
+    study = create_study("capped", None, config.seed, config)
+    assert run_trials(study, config, frame, max_trials=2) == 2
+    assert run_trials(study, config, frame) == 3
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 5
