@@ -220,8 +220,8 @@ def _nan(value: Any) -> bool:
 def probe_columns(compiled: CompiledPreprocessor) -> dict[str, np.ndarray]:
     """Rows that reach every branch of the replay: each category, None, NaN and an unseen text; numbers at the
     imputed values, missing, negative, large and fractional."""
-    text_rows = max([len(lookup) for b in compiled.blocks if isinstance(b, TextBlock) for lookup in b.categories])
-    rows = max(6, text_rows + 2) if any(isinstance(b, TextBlock) for b in compiled.blocks) else 6
+    text = [len(lookup) for b in compiled.blocks if isinstance(b, TextBlock) for lookup in b.categories]
+    rows = max(6, max(text, default=0) + 2)
     columns: dict[str, np.ndarray] = {}
     for block in compiled.blocks:
         if isinstance(block, NumericBlock):

@@ -113,6 +113,20 @@ def test_integer_and_boolean_columns_give_scikit_learns_numbers() -> None:
     np.testing.assert_array_equal(compiled.transform(columns_of(rows)), pipeline.steps[0][1].transform(rows))
 
 
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+@pytest.mark.parametrize("kept", [("age", "spend", "empty", "flag"), ("plan", "region")])
+def test_only_numbers_or_only_text_compile_too(kept) -> None:
+    rng = np.random.default_rng(5)
+    frame = training_frame(300, rng)[list(kept)]
+    spec = FeatureSpec(tuple(c for c in kept if c in SPEC.numeric), tuple(c for c in kept if c in SPEC.categorical))
+    pipeline = Pipeline([("preprocess", build_preprocessor(spec)), ("model", LogisticRegression(max_iter=500))])
+    pipeline.fit(frame, rng.integers(0, 2, len(frame)))
+    compiled = compile_verified(pipeline)
+    assert compiled is not None
+    rows = new_rows(np.random.default_rng(6), 300)[list(kept)]
+    np.testing.assert_array_equal(compiled.transform(columns_of(rows)), pipeline.steps[0][1].transform(rows))
+
+
 def test_a_preprocessing_it_does_not_know_is_not_compiled() -> None:
     rng = np.random.default_rng(0)
     frame = training_frame(100, rng)[["plan", "region"]].fillna("none")
