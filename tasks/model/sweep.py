@@ -158,6 +158,9 @@ class TrialRuns:
         self.error: BaseException | None = None
         self._run_ids: dict[int, str] = {}
         self._writes: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        # The client's first call imports its plugins (feast's parse their own source with ast.parse, which on
+        # Python 3.11 is not thread-safe): make it here, before trials run beside the writer.
+        client.get_experiment(config.experiment_id)
         self._writer = threading.Thread(target=self._write_all, name="trial-runs", daemon=True)
         self._writer.start()
 
