@@ -16,6 +16,7 @@ from typing import Any
 import optuna
 import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
@@ -160,7 +161,10 @@ class TrialRuns:
         self._writes: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         # The client's first call imports its plugins (feast's parse their own source with ast.parse, which on
         # Python 3.11 is not thread-safe): make it here, before trials run beside the writer.
-        client.get_experiment(config.experiment_id)
+        try:
+            client.get_experiment(config.experiment_id)
+        except MlflowException as err:
+            raise RuntimeError(f"could not record trials in MLflow: {err}") from err
         self._writer = threading.Thread(target=self._write_all, name="trial-runs", daemon=True)
         self._writer.start()
 
