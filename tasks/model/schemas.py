@@ -163,9 +163,39 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd
     if frame.empty:
         raise DataValidationError(source, [Problem(column="", check="has_rows", rows=0)])
     try:
-        return schema.validate(with_datetimes(frame, schema), lazy=True)
+        return schema.validate(with_datetimes(with_numbers(frame, schema), schema), lazy=True)
     except SchemaErrors as err:
         raise DataValidationError(source, summarize_failures(err.failure_cases)) from None
+
+
+def blank_cells(column: pd.Series) -> pd.Series:
+    """Text cells holding nothing but spaces: a CSV's way of leaving a value out that pandas does not read as
+    missing (the Telco churn data's TotalCharges has them)."""
+    if column_kind(column.dtype) != "text":
+        return pd.Series(False, index=column.index)
+    try:
+        stripped = column.str.strip()  # NaN where a cell is not a string
+    except AttributeError:  # no strings at all
+        return pd.Series(False, index=column.index)
+    return stripped.eq("").fillna(False).astype(bool)
+
+
+def with_numbers(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """Number columns read as text: blank cells are missing values; coercion parses the rest, and validation
+    names a value that is not a number."""
+    blanks = {
+        name: blank
+        for name, column in schema.columns.items()
+        if column_kind(column.dtype) in ("integer", "number")
+        and name in frame.columns
+        and (blank := blank_cells(frame[name])).any()
+    }
+    if not blanks:
+        return frame
+    frame = frame.copy()
+    for name, blank in blanks.items():
+        frame[name] = frame[name].mask(blank)
+    return frame
 
 
 def with_datetimes(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:

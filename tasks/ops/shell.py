@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,12 +30,14 @@ def shell_run(more_user_errors: tuple[type[Exception], ...] = ()) -> Iterator[No
     `prefect server start`) heartbeats stay on.
 
     An error of the input or the machine (USER_ERRORS, and a flow's own `more_user_errors`) ends the process with
-    its message and exit status 1.
+    its message and exit status 1. The temporary server's telemetry is off.
     """
     try:
         if PREFECT_API_URL.value():
             yield
             return
+        # The temporary server inherits this environment; its telemetry would only log a network error here.
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
     except (*USER_ERRORS, *more_user_errors) as err:

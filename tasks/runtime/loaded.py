@@ -21,6 +21,7 @@ from tasks.model import contract as contracts
 from tasks.model import families
 from tasks.model.compiled import CompiledPreprocessor, compile_verified
 from tasks.model.contract import ModelContract
+from tasks.model.features import model_input
 from tasks.model.metrics import plain
 from tasks.runtime.validation import Columns, RecordValidator, rows_in
 from tasks.settings import Settings
@@ -45,9 +46,12 @@ class LoadedModel:
         return None if classes is None else [plain(c) for c in classes]
 
     def score(self, frame: pd.DataFrame) -> Scored:
-        """Predictions for every row, and class probabilities where the model has them."""
+        """Predictions for every row, and class probabilities where the model has them. The frame is typed as
+        the training data was (features.model_input): missing text is None, a value the model was fitted with,
+        whatever the reader made of it (pandas' CSV reader says NaN, which the pipeline would impute instead)."""
+        frame = model_input(frame, self.contract.spec)
         inputs = None
-        if self.compiled is not None and set(self.compiled.columns) <= set(frame.columns):
+        if self.compiled is not None:
             inputs = self.compiled.transform({name: frame[name].to_numpy() for name in self.compiled.columns})
         if inputs is None:
             return self._scored(self.model, frame)

@@ -78,12 +78,13 @@ class BlockScorer:
         self.staging, self.run_id, self.as_of, self.log, self.source = staging, run_id, as_of, log, source
         self.node = ray.get_runtime_context().get_node_id()
 
-    def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
+    def __call__(self, block: Any) -> pd.DataFrame:
         """The staged part's row; a block that breaks the schema answers with the error itself, as Ray would
-        otherwise hand the driver only its text."""
+        otherwise hand the driver only its text. The block arrives as Arrow and becomes the frame the in-process
+        engine reads (Ray's own pandas batches hold Arrow-backed columns, whose missing text is pd.NA)."""
         name = uuid.uuid4().hex[:12]
         try:
-            part = self._score(block, name)
+            part = self._score(block.to_pandas(), name)
         except DataValidationError as err:
             return pd.DataFrame([{**vars(batch.StagedPart("", 0)), "error": pickle.dumps(err)}])
         return pd.DataFrame([{**vars(part), "error": b""}])
@@ -121,9 +122,21 @@ def datasets(input_uri: str, settings: Settings) -> list[Any]:
     found = []
     for kind, uris in sorted(by_format.items()):
         paths = [storage.filesystem(uri, settings)[1] for uri in uris]
-        read = ray.data.read_parquet if kind == "parquet" else ray.data.read_csv
-        found.append(read(paths, filesystem=arrow_filesystem(uris[0], settings)))
+        filesystem = arrow_filesystem(uris[0], settings)
+        if kind == "parquet":
+            found.append(ray.data.read_parquet(paths, filesystem=filesystem))
+        else:
+            found.append(ray.data.read_csv(paths, filesystem=filesystem, convert_options=missing_as_pandas_reads()))
     return found
+
+
+def missing_as_pandas_reads() -> Any:
+    """Arrow reads an empty text cell as "" and knows fewer markers of a missing value than pandas, which the
+    in-process engine reads CSV with: the same markers, for text too, give both engines the same missing values."""
+    from pandas._libs.parsers import STR_NA_VALUES
+    from pyarrow import csv
+
+    return csv.ConvertOptions(null_values=sorted(STR_NA_VALUES), strings_can_be_null=True)
 
 
 def default_pool() -> tuple[int, int]:
@@ -166,7 +179,7 @@ def score_on_ray(
             BlockScorer,
             fn_constructor_kwargs=scorer_args,
             batch_size=chunk_rows,
-            batch_format="pandas",
+            batch_format="pyarrow",
             concurrency=pool,
             num_cpus=1,
             # one actor per node before two on one (Ray Data's own SPREAD default is for its tasks, not actors);

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from tasks.model import schemas
 from tasks.settings import Settings
 from tasks.store import storage
 
@@ -46,6 +47,26 @@ def load_table(uri: str, settings: Settings) -> pd.DataFrame:
         raise DataLoadError(f"{uri}: duplicated column names in the header: {_renamed_duplicates(frame)}")
     if frame.empty:
         raise DataLoadError(f"{uri}: file has a header but no rows")
+    return numbers_despite_blanks(frame) if kind == "csv" else frame
+
+
+def numbers_despite_blanks(frame: pd.DataFrame) -> pd.DataFrame:
+    """A CSV column of numbers with some cells that hold only spaces reads as text; it is numbers with those
+    values missing, as pandas reads it when the cells are empty. Other text columns stay as they are."""
+    converted = {}
+    for name in frame.columns:
+        blank = schemas.blank_cells(frame[name])
+        if not blank.any():
+            continue
+        values = frame[name].mask(blank)
+        numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().sum() == values.notna().sum():
+            converted[name] = numbers
+    if not converted:
+        return frame
+    frame = frame.copy()
+    for name, numbers in converted.items():
+        frame[name] = numbers
     return frame
 
 

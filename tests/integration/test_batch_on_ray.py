@@ -103,15 +103,39 @@ def scored(folder: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts]).sort_values("customer_id")  # ids are unique per seed
 
 
+def with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """What real CSV files hold: missing text, and a column of numbers with cells of only spaces."""
+    frame = frame.copy()
+    frame.loc[frame.index % 7 == 0, "payment_method"] = None
+    total = frame["total_charges"].astype(object)
+    total[frame.index % 5 == 0] = " "
+    frame["total_charges"] = total
+    return frame
+
+
 def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
     prefect_server, settings, inbox, tmp_path, cluster, monkeypatch
 ):
+    """Trained on a CSV with gaps, and scoring one: both engines read missing text and blank numbers as training
+    did (Arrow's CSV reader alone reads empty text as "" and a blank number as text; Ray's pandas batches hold
+    pd.NA), so their answers are the same."""
     from flows.batch_predict import BatchParams, batch_predict
     from flows.train import TrainParams, train
+    from tasks.demo import ID_COLUMN, TARGET, generate
     from tasks.store import prediction_log
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    trained = train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
+    with_gaps(generate(n_rows=600, seed=59)).to_csv(tmp_path / "customers.csv", index=False)
+    with_gaps(generate(n_rows=500, seed=63).drop(columns=[TARGET])).to_csv(inbox / "d.csv", index=False)
+    trained = train(
+        TrainParams(
+            data_uri=str(tmp_path / "customers.csv"),
+            target=TARGET,
+            id_columns=[ID_COLUMN],
+            n_trials=2,
+            cv_folds=2,
+        )
+    )
     local = batch_predict(BatchParams(input_uri=str(inbox), output_uri=str(tmp_path / "local"), chunk_rows=500))
     on_ray = batch_predict(
         BatchParams(
@@ -124,22 +148,23 @@ def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
         )
     )
 
-    assert (on_ray.rows, local.rows, on_ray.model_version) == (2900, 2900, trained.model_version)
+    assert (on_ray.rows, local.rows, on_ray.model_version) == (3400, 3400, trained.model_version)
     assert on_ray.nodes == 2, "both nodes scored parts"
     mine, theirs = scored(tmp_path / "ray"), scored(tmp_path / "local")
-    assert len(mine) == 2900 and list(mine["customer_id"]) == list(theirs["customer_id"])
+    assert len(mine) == 3400 and list(mine["customer_id"]) == list(theirs["customer_id"])
+    assert mine["payment_method"].isna().sum() > 0 and mine["total_charges"].dtype == "float64"
     assert list(mine["prediction"]) == list(theirs["prediction"])
     assert mine["probability_1"].to_numpy() == pytest.approx(theirs["probability_1"].to_numpy(), abs=1e-9)
     assert set(mine["model_version"]) == {trained.model_version}
 
     manifest = json.loads((tmp_path / "ray" / "_manifest.json").read_text())
-    assert manifest["rows"] == 2900 and manifest["engine"] == "ray"
+    assert manifest["rows"] == 3400 and manifest["engine"] == "ray"
     assert len({part["node"] for part in manifest["parts"]}) == 2
     assert sorted(p.name for p in (tmp_path / "ray").iterdir() if not p.name.startswith("part-")) == [
         "_manifest.json"
     ], "no staging folder left"
     log = prediction_log.read(settings)
-    assert len(log) == 2 * 2900 and set(log["variant"]) == {"batch"}
+    assert len(log) == 2 * 3400 and set(log["variant"]) == {"batch"}
 
 
 def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(

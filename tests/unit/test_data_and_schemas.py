@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pandera.pandas as pa
 import pytest
 
 from tasks.demo import ID_COLUMN, TARGET, generate
@@ -140,6 +141,29 @@ def test_csv_and_parquet_load_the_same_table(tmp_path, settings, demo):
     from_csv = data.load_table(str(tmp_path / "d.csv"), settings)
     from_parquet = data.load_table(str(tmp_path / "d.parquet"), settings)
     assert list(from_csv.columns) == list(from_parquet.columns) and len(from_csv) == len(from_parquet)
+
+
+def test_a_csv_column_of_numbers_with_blank_cells_reads_as_numbers(tmp_path, settings):
+    """The Telco churn data's TotalCharges: numbers, with a few cells holding only a space. pandas reads such a
+    column as text (and an id-like text column is no feature); it is numbers with those values missing. A text
+    column with blank cells stays text, blanks and all."""
+    content = b"id,total,plan,note\n1,29.85,basic, \n2, ,pro,x\n3,1889.5,basic,  \n4,  ,pro,y\n"
+    frame = data.load_table(write(tmp_path, "telco.csv", content), settings)
+    assert frame["total"].dtype == "float64"
+    assert frame["total"].tolist()[::2] == [29.85, 1889.5] and frame["total"].isna().tolist() == [0, 1, 0, 1]
+    assert frame["note"].tolist() == [" ", "x", "  ", "y"]
+    schema = schemas.infer_schema(frame, target="plan", classification=True)
+    assert schemas.column_kind(schema.columns["total"].dtype) == "number" and schema.columns["total"].nullable
+
+
+def test_a_number_column_read_as_text_validates_with_blank_cells_missing(tmp_path, settings):
+    """Files to score meet the training schema: a number column that arrives as text (a CSV chunk with a blank
+    cell, an Arrow block) has its blank cells missing and its numbers parsed; a word in it is named."""
+    schema = pa.DataFrameSchema({"total": pa.Column(float, nullable=True)}, coerce=True)
+    accepted = schemas.validate(pd.DataFrame({"total": ["29.85", " ", None]}), schema, "chunk")
+    assert accepted["total"].dtype == "float64" and accepted["total"].isna().tolist() == [False, True, True]
+    with pytest.raises(schemas.DataValidationError, match="total"):
+        schemas.validate(pd.DataFrame({"total": ["29.85", "n/a yet"]}), schema, "chunk")
 
 
 def test_content_hash_depends_on_values_not_on_the_index(demo):
