@@ -75,9 +75,15 @@ def model_input(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """The columns a model is fed, typed one way wherever they come from (snapshots, logged JSON, files to
     score): numbers as float64, text as plain objects with None for missing, so every estimator and skops
     handle it alike. Serving's validator builds the same typing from request columns (RecordValidator.frame)."""
-    inputs = frame[spec.columns].copy()
-    for column in spec.categorical:
-        inputs[column] = inputs[column].astype(object).where(inputs[column].notna(), None)
-    for column in spec.numeric:
-        inputs[column] = pd.to_numeric(inputs[column], errors="coerce").astype("float64")
-    return inputs
+    columns: dict[str, pd.Series] = {}
+    for name in spec.numeric:
+        column = frame[name]
+        columns[name] = (
+            column if column.dtype == "float64" else pd.to_numeric(column, errors="coerce").astype("float64")
+        )
+    for name in spec.categorical:
+        column = frame[name]
+        if column.dtype != object or column.isna().any():  # columns already typed so are taken as they are
+            column = column.astype(object).where(column.notna(), None)
+        columns[name] = column
+    return pd.DataFrame(columns, columns=spec.columns, copy=False)
