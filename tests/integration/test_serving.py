@@ -288,7 +288,8 @@ def test_gpu_request_is_carried_by_configuration():
     champion["ray_actor_options"]["num_gpus"] = 1
     parsed = ServeDeploySchema.model_validate(config).applications[0].deployments[0]
     options = parsed.ray_actor_options.model_dump(exclude_unset=True)
-    assert options == {"num_cpus": 0.5, "num_gpus": 1}
+    assert {key: options[key] for key in ("num_cpus", "num_gpus")} == {"num_cpus": 0.5, "num_gpus": 1}
+    assert options["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "1", "one OpenMP thread per model call"
     assert ModelService.options(ray_actor_options=options).ray_actor_options["num_gpus"] == 1
 
 
