@@ -1,6 +1,7 @@
 """Monitor: the champion's logged predictions against its training data; retrain when due (a subflow or an event).
 
 python flows/monitor.py                      # window: since the last monitoring run
+python flows/monitor.py --model-name customers --labels-uri labels.csv --no-allow-retrain   # --help lists all
 python -c "from flows.monitor import *; monitor(MonitorParams(labels_uri='s3://bucket/labels.parquet'))"
 """
 
@@ -21,7 +22,7 @@ from tasks import demo
 from tasks.monitoring import drift
 from tasks.monitoring.policy import MonitorPolicy, decide
 from tasks.monitoring.variants import ComparisonPolicy
-from tasks.ops import events, specs
+from tasks.ops import cli, events, specs
 from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
 from tasks.steps import monitor as steps
@@ -169,8 +170,9 @@ def retrain_params(ctx: steps.Champion, data_uri: str, n_trials: int, declared: 
 
 
 if __name__ == "__main__":
+    parsed = cli.parse(MonitorParams, None, __doc__)
     with shell_run():
-        outcome = monitor()
+        outcome = monitor(parsed)
     print(f"{outcome.samples} predictions, drift share {outcome.drift_share}, retrain: {outcome.retrain}")
     if outcome.new_version:
         print(f"retrained v{outcome.new_version}: {'promoted' if outcome.promoted else 'kept the champion'}")

@@ -136,6 +136,21 @@ def test_train_from_the_shell_lists_every_parameter():
     assert refused.returncode == 2 and "target is required with data_uri" in refused.stderr
 
 
+def test_monitor_from_the_shell_takes_flags_and_help_runs_nothing(tmp_path):
+    env = {**os.environ, "TABLOOP_STORAGE_URL": str(tmp_path / "nothing-here")}
+    shown = subprocess.run(
+        [sys.executable, "flows/monitor.py", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    for flag in ("--model-name", "--labels-uri", "--no-allow-retrain", "--retrain-via"):
+        assert flag in shown.stdout
+    assert not (tmp_path / "nothing-here").exists(), "--help ran no monitor"
+    refused = subprocess.run(
+        [sys.executable, "flows/monitor.py", "--lookback-hours", "a day"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "--lookback-hours" in refused.stderr
+
+
 def test_each_model_was_trained_under_its_own_name_with_its_own_contract(two_models):
     client = registry.connect(two_models["settings"])
     members_contract = registry.load_contract("members", "1")
