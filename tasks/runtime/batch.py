@@ -77,10 +77,6 @@ def validate_chunk(chunk: pd.DataFrame, model: LoadedModel, source: str) -> pd.D
     return schemas.validate(chunk, schema, source)
 
 
-def score(chunk: pd.DataFrame, model: LoadedModel) -> Scored:
-    return model.score(chunk[model.validator.features])
-
-
 def output_columns(scored: Scored, model: LoadedModel, index: pd.Index) -> pd.DataFrame:
     """Predictions (and one probability column per class) beside the model name and version."""
     out = pd.DataFrame({"prediction": scored.predictions}, index=index)
@@ -116,7 +112,7 @@ def score_chunk(
     if feature_store is not None:
         chunk, without = with_store_features(chunk, model, feature_store, as_of)
     accepted = validate_chunk(chunk, model, source)
-    scored = score(accepted, model)
+    scored = model.score(accepted)  # it takes the model's columns, typed as in training (model_input)
     storage.write_parquet(part_uri, accepted.join(output_columns(scored, model, accepted.index)), settings)
     if log_as is not None:
         request_id, first_row = log_as
