@@ -30,7 +30,7 @@ from tasks.ops.shell import shell_run
 from tasks.runtime import batch
 from tasks.runtime.loaded import load_version, resolve_alias
 from tasks.settings import Settings, get_settings
-from tasks.store import data, features, registry, storage
+from tasks.store import data, features, ray_cluster, registry, storage
 
 
 class BatchParams(BaseModel):
@@ -129,7 +129,7 @@ def in_process(params: BatchParams, settings: Settings, job: ScoringJob) -> list
 def on_ray(params: BatchParams, settings: Settings, job: ScoringJob) -> list[batch.StagedPart]:
     from tasks.runtime import ray_batch
 
-    with ray_batch.connected(params.ray_address):
+    with ray_cluster.connected(params.ray_address):
         scorer = {**asdict(job), "log": params.log_predictions, "source": params.input_uri}
         staged = ray_batch.score_on_ray(params.input_uri, settings, scorer, params.chunk_rows, params.actors)
     get_run_logger().info("scored %d rows in %d parts on Ray", sum(p.rows for p in staged), len(staged))

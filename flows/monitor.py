@@ -2,6 +2,7 @@
 
 python flows/monitor.py                      # window: since the last monitoring run
 python flows/monitor.py --model-name customers --labels-uri labels.csv --no-allow-retrain   # --help lists all
+python flows/monitor.py --engine ray --ray-address auto   # a month of logs: drift statistics on a Ray cluster
 python -c "from flows.monitor import *; monitor(MonitorParams(labels_uri='s3://bucket/labels.parquet'))"
 """
 
@@ -19,14 +20,13 @@ from pydantic import BaseModel, Field
 
 from flows.train import TrainParams, train
 from tasks import demo
-from tasks.monitoring import drift
 from tasks.monitoring.policy import MonitorPolicy, decide
 from tasks.monitoring.variants import ComparisonPolicy
 from tasks.ops import cli, events, specs
 from tasks.ops.shell import shell_run
 from tasks.settings import get_settings
 from tasks.steps import monitor as steps
-from tasks.store import registry
+from tasks.store import prediction_log, registry
 
 
 class MonitorParams(BaseModel):
@@ -47,6 +47,14 @@ class MonitorParams(BaseModel):
     comparison: ComparisonPolicy = Field(
         default_factory=ComparisonPolicy, description="Evidence a challenger's or shadow's verdict needs."
     )
+    engine: Literal["local", "ray"] = Field(
+        "local",
+        description="Where the window's drift statistics are computed. ray: on Ray Data, block by block, for "
+        "windows too large for this process (it then holds what was answered, not the inputs).",
+    )
+    ray_address: str | None = Field(
+        None, description="engine ray: a running cluster (auto, ray://head:10001); default RAY_ADDRESS, else local."
+    )
 
 
 class MonitorResult(BaseModel):
@@ -59,6 +67,7 @@ class MonitorResult(BaseModel):
     report_uri: str | None = None
     variants: list[str] = Field(default_factory=list, description="Each challenger or shadow against the champion.")
     verdicts: dict[str, str] = Field(default_factory=dict, description="shadow/challenger: better, worse or unknown.")
+    drift_nodes: int = Field(0, description="The Ray nodes that summarised the window (0: this process did).")
     new_version: str | None = None
     promoted: bool | None = None
 
@@ -74,8 +83,8 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
     since, until = steps.window(state, params.since, params.until, timedelta(hours=params.lookback_hours))
 
     # 1. what the champion served in the window, and what it was trained on
-    window_log = steps.load_window(ctx, settings, since, until)
-    current = steps.served(window_log)
+    window_log = steps.load_window(ctx, settings, since, until, inputs=params.engine == "local")
+    current = prediction_log.served(window_log)
     if len(current) < params.policy.min_samples:
         reason = f"skipped: {len(current)} predictions in the window < min_samples {params.policy.min_samples}"
         print(reason)  # the window is not advanced: these predictions count again next time
@@ -89,12 +98,26 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         )
     profile, reference_sample = steps.reference_profile(ctx, settings)
     labels = steps.load_labels(params.labels_uri, settings)
-    labelled = steps.join_labels(current, labels, params.label_key, ctx, params.labels_uri)
-    live = steps.live_primary(labelled, ctx)
+    live = steps.live_primary(steps.join_labels(current, labels, params.label_key, ctx, params.labels_uri), ctx)
     compared = steps.compare_variants(window_log, labels, params.label_key, ctx, params.labels_uri, params.comparison)
 
     # 2. report and decide
-    result = drift.check(reference_sample, current, profile, params.policy.drift_share)
+    drifted = steps.check_drift(
+        ctx,
+        settings,
+        profile,
+        reference_sample,
+        current,
+        labels,
+        params.label_key,
+        params.labels_uri,
+        since,
+        until,
+        params.policy.drift_share,
+        params.engine,
+        params.ray_address,
+    )
+    result = drifted.result
     retrains = [datetime.fromisoformat(r) for r in state.get("retrains", [])]
     decision = decide(
         samples=len(current),
@@ -118,12 +141,13 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         report_uri=report_uri,
         variants=[report.line() for report in compared],
         verdicts={report.variant: report.comparison.verdict for report in compared},
+        drift_nodes=drifted.nodes,
     )
     retrain: TrainParams | None = None
     if outcome.retrain:
         state = {**state, "retrains": [*state.get("retrains", []), until.isoformat()]}
         reference = steps.load_reference(ctx, settings)
-        fresh = steps.fresh_training_data(reference, labelled, ctx, settings)
+        fresh = steps.fresh_training_data(reference, drifted.labelled, ctx, settings)
         retrain = retrain_params(ctx, fresh, params.retrain_trials, specs.find(ctx.name, settings))
 
     # 3. events: with retrain_via="event" the one that caused the retrain carries its parameters, and the

@@ -48,12 +48,13 @@ def check(
     drift_share: float,
     current_summary: profiles.Summary | None = None,
     seed: int = 0,
+    rows: int | None = None,
 ) -> DriftResult:
     """Drift per column and overall on every row of `current`, and a report on a sample of both sides.
 
     `reference` is the kept reference sample (reference_sample); `current_summary`, when given, is the window's
-    summary already built (benchmarks/monitoring.py times that step apart), and `current` then only feeds the
-    report."""
+    summary already built (by the Ray engine, or apart in benchmarks/monitoring.py), and `current` then only
+    feeds the report: it may be a sample of the window, whose size `rows` then gives."""
     spec = profile.spec
     if profile.needs_rows:
         snapshot = evidently_report(reference, current, spec, drift_share)
@@ -62,7 +63,7 @@ def check(
     verdicts = profiles.compare(profile, summary)
     shown = sample(current, REPORT_ROWS, seed)
     snapshot = evidently_report(reference, shown, spec, drift_share)
-    return from_verdicts(verdicts, drift_share, len(current), len(shown), snapshot)
+    return from_verdicts(verdicts, drift_share, len(current) if rows is None else rows, len(shown), snapshot)
 
 
 def evidently_report(reference: pd.DataFrame, current: pd.DataFrame, spec: FeatureSpec, drift_share: float) -> Any:

@@ -1,10 +1,7 @@
 """Batch scoring on Ray Data: the input read as a Ray dataset, scored in batches on a pool of actors (one model
 load per actor, not per batch), each batch written to the staging folder (tasks/runtime/batch.py commits).
 
-Against a running cluster (`ray_address`, or RAY_ADDRESS) the actors spread over its nodes; with neither, a Ray
-instance is started on this machine for the run. Every node must have the project installed (the image does)
-and reach the storage, the registry and the feature store the settings name: the driver's TABLOOP_*, AWS_* and
-MLFLOW_* variables are passed to the actors.
+The connection, the actors' environment and the filesystem they read through: tasks/store/ray_cluster.py.
 """
 
 from __future__ import annotations
@@ -12,8 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -22,34 +17,9 @@ import pandas as pd
 from tasks.model.schemas import DataValidationError
 from tasks.runtime import batch
 from tasks.settings import Settings
-from tasks.store import data, storage
+from tasks.store import data, ray_cluster, storage
 
-FORWARDED_ENV = ("TABLOOP_", "AWS_", "MLFLOW_")
 ACTOR_START_TIMEOUT_S = 600
-
-
-def forwarded_env() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if key.startswith(FORWARDED_ENV)}
-
-
-@contextmanager
-def connected(address: str | None) -> Iterator[None]:
-    """Ray as this process already has it, else the cluster at `address` (or RAY_ADDRESS), else a local
-    instance for this run; disconnected at the end only when connected here."""
-    import ray
-
-    # Ray Data's usage report asks a Prometheus on localhost:9090 for cluster counters and logs a traceback
-    # per query when there is none; the project sends no usage stats anyway
-    os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
-    if ray.is_initialized():
-        yield
-        return
-    # "local": a new instance, never a cluster a `ray start` on this machine left its address for
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 class BlockScorer:
@@ -103,13 +73,6 @@ class BlockScorer:
         )
 
 
-def arrow_filesystem(uri: str, settings: Settings) -> Any:
-    """Our fsspec filesystem (local or S3 with the settings' endpoint) as the pyarrow one Ray Data reads with."""
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    return PyFileSystem(FSSpecHandler(storage.filesystem(uri, settings)[0]))
-
-
 def datasets(input_uri: str, settings: Settings) -> list[Any]:
     """The input files as Ray datasets, one per format (a CSV's inferred column types may differ from a
     Parquet file's, so they are scored apart rather than as one union)."""
@@ -121,22 +84,14 @@ def datasets(input_uri: str, settings: Settings) -> list[Any]:
         by_format.setdefault(data.table_format(uri), []).append(uri)
     found = []
     for kind, uris in sorted(by_format.items()):
-        paths = [storage.filesystem(uri, settings)[1] for uri in uris]
-        filesystem = arrow_filesystem(uris[0], settings)
         if kind == "parquet":
-            found.append(ray.data.read_parquet(paths, filesystem=filesystem))
+            found.append(ray_cluster.read_parquet(uris, settings))
         else:
-            found.append(ray.data.read_csv(paths, filesystem=filesystem, convert_options=missing_as_pandas_reads()))
+            paths = [storage.filesystem(uri, settings)[1] for uri in uris]
+            filesystem = ray_cluster.arrow_filesystem(uris[0], settings)
+            options = ray_cluster.missing_as_pandas_reads()
+            found.append(ray.data.read_csv(paths, filesystem=filesystem, convert_options=options))
     return found
-
-
-def missing_as_pandas_reads() -> Any:
-    """Arrow reads an empty text cell as "" and knows fewer markers of a missing value than pandas, which the
-    in-process engine reads CSV with: the same markers, for text too, give both engines the same missing values."""
-    from pandas._libs.parsers import STR_NA_VALUES
-    from pyarrow import csv
-
-    return csv.ConvertOptions(null_values=sorted(STR_NA_VALUES), strings_can_be_null=True)
 
 
 def default_pool() -> tuple[int, int]:
@@ -162,7 +117,7 @@ def score_on_ray(
 
     # an explicit pool keeps Ray's one OpenMP thread per actor CPU: its size says how the CPUs are shared
     pool, threads = (actors, 1) if actors else default_pool()
-    actor_env = forwarded_env()
+    actor_env = ray_cluster.forwarded_env()
     if threads > 1:
         actor_env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(threads))
     staged: list[batch.StagedPart] = []

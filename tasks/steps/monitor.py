@@ -18,13 +18,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from tasks.model.contract import ModelContract
 from tasks.model.metrics import score_output
-from tasks.monitoring import drift, variants
+from tasks.monitoring import drift, ray_window, variants
 from tasks.monitoring import profile as profiles
 from tasks.monitoring.policy import MonitorDecision
 from tasks.ops import events
 from tasks.settings import Settings
 from tasks.steps.retries import IO_RETRIES, step
-from tasks.store import data, prediction_log, registry, storage
+from tasks.store import data, prediction_log, ray_cluster, registry, storage
 
 
 @dataclass(frozen=True)
@@ -118,17 +118,14 @@ def window(
 
 
 @step(**IO_RETRIES)
-def load_window(ctx: Champion, settings: Settings, since: datetime, until: datetime) -> pd.DataFrame:
+def load_window(
+    ctx: Champion, settings: Settings, since: datetime, until: datetime, inputs: bool = True
+) -> pd.DataFrame:
     """Every logged answer of the model in the window: the champion's, and a challenger's or shadow's (not the
-    rows of requests a challenger failed to answer)."""
-    return prediction_log.answered(prediction_log.read(settings, since, until, model=ctx.name))
-
-
-def served(window: pd.DataFrame) -> pd.DataFrame:
-    """What clients were answered (shadow answers are not traffic)."""
-    if window.empty:
-        return window
-    return window[window["variant"] != "shadow"].reset_index(drop=True)
+    rows of requests a challenger failed to answer). Without `inputs`, only what was answered and its keys (the
+    Ray engine reads the inputs where they lie)."""
+    without = () if inputs else ctx.contract.spec.columns
+    return prediction_log.answered(prediction_log.read(settings, since, until, model=ctx.name, without=without))
 
 
 @step(**IO_RETRIES)
@@ -147,15 +144,21 @@ def join_labels(
     """The labels (load_labels') joined on the request id or an entity key; rows without a label are dropped."""
     if labels is None or current.empty:
         return current.iloc[0:0]
+    key = label_key(labels, key, ctx, labels_uri)
+    if key not in current.columns:
+        raise ValueError(f"join key {key!r} is not in the prediction log; send it with each request")
+    labels = labels[[key, ctx.contract.target]].drop_duplicates(subset=[key], keep="last")
+    return current.drop(columns=[ctx.contract.target], errors="ignore").merge(labels, on=key, how="inner")
+
+
+def label_key(labels: pd.DataFrame, key: str | None, ctx: Champion, labels_uri: str | None) -> str:
+    """The column the labels join on: as given, else request_id when the labels have it, else the first id."""
     target, id_columns = ctx.contract.target, ctx.contract.id_columns
     key = key or ("request_id" if "request_id" in labels.columns else (id_columns or ["request_id"])[0])
     missing = [c for c in (key, target) if c not in labels.columns]
     if missing:
         raise ValueError(f"{labels_uri}: labels need columns {missing} (join key and target)")
-    if key not in current.columns:
-        raise ValueError(f"join key {key!r} is not in the prediction log; send it with each request")
-    labels = labels[[key, target]].drop_duplicates(subset=[key], keep="last")
-    return current.drop(columns=[target], errors="ignore").merge(labels, on=key, how="inner")
+    return key
 
 
 def live_primary(labelled: pd.DataFrame, ctx: Champion) -> float | None:
@@ -244,6 +247,50 @@ def compare_variants(
         version = str(arms["challenger"]["model_version"].iloc[0])
         reports.append(VariantReport("challenger", version, len(arms["challenger"]), None, comparison))
     return reports
+
+
+@dataclass(frozen=True)
+class WindowDrift:
+    result: drift.DriftResult
+    labelled: pd.DataFrame  # the window's labelled rows with the inputs the model saw: what a retrain adds
+    nodes: int = 0  # the Ray nodes that summarised the window's blocks (0: this process did)
+
+
+@step(**IO_RETRIES)
+def check_drift(
+    ctx: Champion,
+    settings: Settings,
+    profile: profiles.ReferenceProfile,
+    reference_sample: pd.DataFrame,
+    current: pd.DataFrame,
+    labels: pd.DataFrame | None,
+    label_key_given: str | None,
+    labels_uri: str | None,
+    since: datetime,
+    until: datetime,
+    drift_share: float,
+    engine: str = "local",
+    ray_address: str | None = None,
+) -> WindowDrift:
+    """The drift verdicts on every served row of the window, in this process on `current` (read with its
+    inputs), or on Ray Data (`current` read without them): the log's blocks are summarised where Ray puts
+    them, and only their summaries, a sample for the report and the labelled rows come back here."""
+    if engine == "local" or profile.needs_rows:
+        if engine == "ray":  # Evidently's small-sample tests need the window's rows themselves
+            get_run_logger().info("a reference of at most 1,000 rows: the window is read here, not on Ray")
+            current = prediction_log.served(load_window.fn(ctx, settings, since, until))
+        result = drift.check(reference_sample, current, profile, drift_share)
+        return WindowDrift(result, join_labels(current, labels, label_key_given, ctx, labels_uri))
+    keys = None
+    if labels is not None:
+        column = label_key(labels, label_key_given, ctx, labels_uri)
+        keys = ray_window.LabelKeys(column, labels[column].dropna().unique())
+    files = prediction_log.window_files(settings, since, until, ctx.name)
+    with ray_cluster.connected(ray_address):
+        window = ray_window.summarise_on_ray(files, settings, profile, ctx.name, since, until, keys, drift.REPORT_ROWS)
+    get_run_logger().info("drift summarised on Ray: %d rows on %d node(s)", window.rows, window.nodes)
+    result = drift.check(reference_sample, window.sample, profile, drift_share, window.summary, rows=window.rows)
+    return WindowDrift(result, join_labels(window.labelled, labels, label_key_given, ctx, labels_uri), window.nodes)
 
 
 @step(**IO_RETRIES)

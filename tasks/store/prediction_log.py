@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from tasks.settings import Settings
 from tasks.store import storage
@@ -189,14 +190,16 @@ def write(rows: pa.Table, settings: Settings, writer: str = "serving") -> list[s
     return written
 
 
-def read(
+def window_files(
     settings: Settings, since: datetime | None = None, until: datetime | None = None, model: str | None = None
-) -> pd.DataFrame:
-    """Rows logged in [since, until), of one model or of all, reading only the partitions that can hold them."""
-    fs, root = storage.filesystem(log_root(settings), settings)
+) -> list[str]:
+    """The log's Parquet files in the partitions that can hold rows of [since, until), of one model or of all."""
+    base = log_root(settings)
+    fs, root = storage.filesystem(base, settings)
     fs.invalidate_cache()  # s3fs keeps listings per process: parts written since an earlier read would be missed
     if not fs.exists(root):
-        return pd.DataFrame(columns=LOG_COLUMNS)
+        return []
+    protocol = base.split("://", 1)[0] + "://" if "://" in base else ""
     first_day = since.strftime("%Y-%m-%d") if since else ""
     last_day = until.strftime("%Y-%m-%d") if until else "9999"
     top = sorted(fs.ls(root, detail=False))
@@ -204,27 +207,57 @@ def read(
     for model_dir in (d for d in top if d.rsplit("/", 1)[-1].startswith("model=")):
         if model is None or model_dir.rsplit("model=", 1)[-1] == model:
             folders += sorted(fs.ls(model_dir, detail=False))
-    files = [
+    paths = [
         path
         for day_dir in folders
         if first_day <= day_dir.rsplit("date=", 1)[-1] <= last_day
         for path in sorted(fs.ls(day_dir, detail=False))
         if path.endswith(".parquet")
     ]
+    return [protocol + path for path in paths]
+
+
+def read(
+    settings: Settings,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    model: str | None = None,
+    without: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Rows logged in [since, until), of one model or of all, reading only the partitions that can hold them;
+    `without`: columns not read (the inputs, when only what was answered is needed)."""
+    files = window_files(settings, since, until, model)
     if not files:
         return pd.DataFrame(columns=LOG_COLUMNS)
     frames = []
-    for path in files:
+    for uri in files:
+        fs, path = storage.filesystem(uri, settings)
         with fs.open(path, "rb") as fh:
-            frames.append(pd.read_parquet(fh))
-    frame = pd.concat(frames, ignore_index=True)
-    if since is not None:
-        frame = frame[frame["logged_at"] >= pd.Timestamp(since)]
-    if until is not None:
-        frame = frame[frame["logged_at"] < pd.Timestamp(until)]
-    if model is not None:
-        frame = frame[frame["model_name"] == model]
+            parquet = pq.ParquetFile(fh)
+            columns = [c for c in parquet.schema_arrow.names if c not in set(without)]
+            frames.append(parquet.read(columns=columns).to_pandas())
+    frame = in_window(pd.concat(frames, ignore_index=True), since, until, model)
     return frame.sort_values("logged_at").reset_index(drop=True)
+
+
+def in_window(frame: pd.DataFrame, since: datetime | None, until: datetime | None, model: str | None) -> pd.DataFrame:
+    """The rows of one model (or all) logged in [since, until): a partition holds a whole day."""
+    keep = np.ones(len(frame), dtype=bool)
+    if since is not None:
+        keep &= (frame["logged_at"] >= pd.Timestamp(since)).to_numpy()
+    if until is not None:
+        keep &= (frame["logged_at"] < pd.Timestamp(until)).to_numpy()
+    if model is not None:
+        keep &= (frame["model_name"] == model).to_numpy()
+    return frame if keep.all() else frame[keep]
+
+
+def served(log: pd.DataFrame) -> pd.DataFrame:
+    """What clients were answered: the rows with a prediction, shadow answers left out (they are not traffic)."""
+    answered_rows = answered(log)
+    if answered_rows.empty:
+        return answered_rows
+    return answered_rows[answered_rows["variant"] != "shadow"].reset_index(drop=True)
 
 
 def class_probabilities(log: pd.DataFrame) -> pd.DataFrame:

@@ -185,3 +185,57 @@ def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(
             BatchParams(input_uri=str(inbox), output_uri=str(output), chunk_rows=300, engine="ray", ray_address=cluster)
         )
     assert not output.exists() or not any(output.rglob("*")), "nothing committed, nothing staged left"
+
+
+def test_the_monitor_summarises_the_window_on_ray_with_the_in_process_verdicts(
+    prefect_server, settings, tmp_path, cluster, monkeypatch
+):
+    """A drifted window logged by batch scoring (many parts), monitored with both engines: the same verdicts,
+    samples and live metric; on Ray the driver reads no inputs, and a retrain still gets the labelled rows'
+    inputs, which come back from the blocks the labels name."""
+    from datetime import UTC, datetime, timedelta
+
+    from flows.batch_predict import BatchParams, batch_predict
+    from flows.monitor import MonitorParams, monitor
+    from flows.train import TrainParams, train
+    from tasks.demo import ID_COLUMN, TARGET, generate
+    from tasks.monitoring.policy import MonitorPolicy
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    assert train(TrainParams(demo_rows=3000, n_trials=2, cv_folds=2)).promoted
+    inbox = tmp_path / "drifted"
+    inbox.mkdir()
+    served = pd.concat([generate(n_rows=900, seed=80 + i, drift=0.6) for i in range(4)], ignore_index=True)
+    for i, part in enumerate(served.groupby(served.index // 900)):
+        part[1].drop(columns=[TARGET]).to_parquet(inbox / f"{i}.parquet", index=False)
+    batch_predict(BatchParams(input_uri=str(inbox), output_uri=str(tmp_path / "scored"), chunk_rows=300))
+    labels = served.iloc[::3][[ID_COLUMN, TARGET]]
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+
+    now = datetime.now(UTC)
+    params = MonitorParams(
+        since=now - timedelta(hours=1),
+        until=now + timedelta(minutes=1),
+        labels_uri=str(tmp_path / "labels.csv"),
+        allow_retrain=False,
+        policy=MonitorPolicy(min_samples=200, cooldown_hours=0),
+        retrain_trials=2,
+    )
+    local = monitor(params)
+    on_ray = monitor(params.model_copy(update={"engine": "ray", "ray_address": cluster}))
+    assert (local.drift_nodes, on_ray.drift_nodes >= 1) == (0, True)
+    assert on_ray.samples == local.samples == 3600
+    assert on_ray.drifted_columns == local.drifted_columns and local.drifted_columns
+    assert on_ray.drift_share == pytest.approx(local.drift_share)
+    assert on_ray.live_primary == pytest.approx(local.live_primary) and local.live_primary is not None
+
+    retrained = monitor(params.model_copy(update={"engine": "ray", "ray_address": cluster, "allow_retrain": True}))
+    assert retrained.retrain and retrained.new_version
+    (fresh,) = (settings.local_state_dir / "monitoring" / "retrain").glob("*.parquet")
+    fresh = pd.read_parquet(fresh)
+    added = fresh[fresh[ID_COLUMN].isin(labels[ID_COLUMN])].sort_values(ID_COLUMN).reset_index(drop=True)
+    expected = served[served[ID_COLUMN].isin(labels[ID_COLUMN])].sort_values(ID_COLUMN).reset_index(drop=True)
+    assert len(added) == len(labels) == 1200
+    assert list(added[ID_COLUMN]) == list(expected[ID_COLUMN]) and list(added[TARGET]) == list(expected[TARGET])
+    for column in ("contract", "monthly_charges", "tenure_months"):
+        assert list(added[column]) == list(expected[column]), column

@@ -175,7 +175,7 @@ def test_the_reference_is_profiled_once_and_the_verdicts_are_evidentlys_on_every
 
     reference = monitor_steps.load_reference.fn(ctx, settings)
     since, until = watch_only.since, watch_only.until
-    current = monitor_steps.served(monitor_steps.load_window.fn(ctx, settings, since, until))
+    current = prediction_log.served(monitor_steps.load_window.fn(ctx, settings, since, until))
     full = drift.from_snapshot(
         drift.evidently_report(reference, current, ctx.contract.spec, 0.3), ctx.contract.spec.columns, 0.3, 0
     )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
 from tasks.model.features import FeatureSpec
-from tasks.monitoring import drift
+from tasks.monitoring import drift, ray_window
 from tasks.monitoring import profile as profiles
+from tasks.store import prediction_log
 
 SPEC = FeatureSpec(("steady", "shifted", "scaled", "skewed", "few", "holes"), ("plan", "region"))
 
@@ -122,3 +126,62 @@ def test_a_column_the_window_never_logged_is_missing_not_an_error() -> None:
     result = drift.check(reference, current.drop(columns=["region"]), profiles.profile_reference(reference, SPEC), 0.3)
     assert "region" in result.drifted_columns
     assert next(v for v in result.columns if v.column == "region").method == "missing"
+
+
+def logged(frame: pd.DataFrame, start: datetime, model: str = "churn", variant: str = "champion") -> pd.DataFrame:
+    """The frame as the prediction log holds it: one request per ten rows, a minute apart."""
+    rows = len(frame)
+    return frame.assign(
+        request_id=[f"{model}-{variant}-{start:%H%M}-{i // 10}" for i in range(rows)],
+        record_index=np.arange(rows) % 10,
+        logged_at=pd.Timestamp(start) + pd.to_timedelta(np.arange(rows) // 10, unit="min"),
+        model_name=model,
+        variant=variant,
+        prediction="No",
+        error=None,
+    )
+
+
+def test_the_ray_engines_blocks_merge_to_the_in_process_verdicts_over_the_same_window() -> None:
+    """What the Ray engine runs on each block, run here on uneven blocks that also hold rows the window leaves out
+    (another model's, a shadow's, a failed answer, rows after the window): the merged verdicts and row count are
+    the in-process engine's on the served rows, the sample is a uniform draw of them, and the labelled rows are
+    the ones the keys name, inputs included."""
+    reference, current = frames(rows=6000)
+    profile = profiles.profile_reference(reference, SPEC)
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+    until = since + timedelta(minutes=500)
+    log = pd.concat(
+        [
+            logged(current, since),
+            logged(current.head(300), since, model="other"),
+            logged(current.head(300), since, variant="shadow"),
+            logged(current.head(40), until),  # after the window
+        ],
+        ignore_index=True,
+    )
+    log.loc[5, "error"] = "challenger timed out"  # not answered: not traffic
+    served = prediction_log.served(prediction_log.in_window(log, since, until, "churn"))
+    assert len(served) == 5000 - 1  # 500 minutes of ten rows, one failed
+
+    keys = ray_window.LabelKeys("request_id", np.array(["churn-champion-0000-7", "nowhere"]))
+    edges = [0, 700, 2500, 2600, 7000, len(log)]
+    parts = [
+        ray_window.summarise_block(log.iloc[a:b], profile, "churn", since, until, keys, 400, seed=0)
+        for a, b in itertools.pairwise(edges)
+    ]
+    window = ray_window.merge_parts(parts, 400)
+    local = drift.check(reference, served, profile, 0.3)
+    on_blocks = drift.check(reference, window.sample, profile, 0.3, window.summary, rows=window.rows)
+    assert window.rows == local.rows == len(served)
+    assert on_blocks.drifted_columns == local.drifted_columns and on_blocks.drifted_columns
+    for column in SPEC.columns:
+        assert on_blocks.column_scores[column] == pytest.approx(local.column_scores[column], rel=1e-9), column
+    assert len(window.sample) == 400
+    assert set(window.sample["request_id"]) <= set(served["request_id"])
+    assert window.sample.index.is_unique and ray_window.SAMPLE_KEY not in window.sample
+    # every block contributed in proportion (a block's own smallest keys would favour small blocks)
+    early = window.sample["logged_at"] < pd.Timestamp(since) + pd.Timedelta(minutes=250)
+    assert 0.4 < early.mean() < 0.6
+    assert list(window.labelled["request_id"].unique()) == ["churn-champion-0000-7"]
+    assert len(window.labelled) == 10 and set(SPEC.columns) <= set(window.labelled.columns)
