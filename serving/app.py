@@ -424,9 +424,8 @@ class ModelService:
     async def predict_batch(self, items: list[tuple[Any, Columns]]) -> list[Scored | Exception]:
         """Many requests, one model call per version in the batch (two only while a swap or A/B is on).
 
-        Called on the event loop, not in a worker thread: the call is short (about 8 ms for 32 single-row
-        requests) and holds the GIL anyway; handing it to a thread doubled the cost per request (measured with
-        benchmarks/serving.py: 81 -> 172 requests/s at concurrency 32)."""
+        Called on the event loop, not in a worker thread: the call is short and holds the GIL anyway, so the
+        hand-off to a thread costs more than it frees (benchmarks/serving.py at concurrency 32 shows it)."""
         return predict_grouped(items)
 
     def _start_online_features(self) -> None:
