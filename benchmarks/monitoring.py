@@ -96,9 +96,8 @@ def measure_on_ray(rows: int, folder: Path) -> dict:
     since, until = datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)
     with ray_cluster.connected(None):
         started = time.perf_counter()
-        window = ray_window.summarise_on_ray(
-            files, settings, reference_profile, "bench", since, until, None, drift.REPORT_ROWS
-        )
+        cut = ray_window.WindowCut(reference_profile, "bench", since, until, None, drift.REPORT_ROWS)
+        window = ray_window.summarise_on_ray(files, settings, cut)
         summary_s = time.perf_counter() - started
         result = drift.check(kept, window.sample, reference_profile, 0.3, window.summary, rows=window.rows)
         seconds = time.perf_counter() - started

@@ -52,64 +52,49 @@ class BlockPart:
     node: str
 
 
-def summarise_on_ray(
-    files: list[str],
-    settings: Settings,
-    profile: profiles.ReferenceProfile,
-    model: str,
-    since: datetime,
-    until: datetime,
-    keys: LabelKeys | None,
-    sample_rows: int,
-    seed: int = 0,
-) -> WindowPass:
+@dataclass(frozen=True)
+class WindowCut:
+    """What each block is cut to and summarised with: one model's served rows in [since, until), on the
+    champion's reference edges, with a sample of at most `sample_rows` and the rows `keys` names."""
+
+    profile: profiles.ReferenceProfile
+    model: str
+    since: datetime
+    until: datetime
+    keys: LabelKeys | None
+    sample_rows: int
+    seed: int = 0
+
+
+def summarise_on_ray(files: list[str], settings: Settings, cut: WindowCut) -> WindowPass:
     """Every block of the window's files summarised where Ray puts it; the parts merged here as they arrive."""
     if not files:
-        nothing = summarise_block(pd.DataFrame(), profile, model, since, until, keys, sample_rows, seed)
-        return merge_parts([nothing], sample_rows)
-    dataset = ray_cluster.read_parquet(files, settings)
-    summarised = dataset.map_batches(
+        return merge_parts([summarise_block(pd.DataFrame(), cut)], cut.sample_rows)
+    summarised = ray_cluster.read_parquet(files, settings).map_batches(
         summarise_arrow_block,
-        fn_kwargs={
-            "profile": profile,
-            "model": model,
-            "since": since,
-            "until": until,
-            "keys": keys,
-            "sample_rows": sample_rows,
-            "seed": seed,
-        },
+        fn_kwargs={"cut": cut},
         batch_size=None,  # whole blocks: the summary costs the same per row at any size
         batch_format="pyarrow",
     )
     parts = (pickle.loads(row["part"]) for row in summarised.iter_rows())
-    return merge_parts(parts, sample_rows)
+    return merge_parts(parts, cut.sample_rows)
 
 
-def summarise_arrow_block(block: Any, **kwargs: Any) -> dict[str, np.ndarray]:
-    part = summarise_block(block.to_pandas(), **kwargs)
+def summarise_arrow_block(block: Any, cut: WindowCut) -> dict[str, np.ndarray]:
+    part = summarise_block(block.to_pandas(), cut)
     return {"part": np.array([pickle.dumps(part)], dtype=object)}
 
 
-def summarise_block(
-    frame: pd.DataFrame,
-    profile: profiles.ReferenceProfile,
-    model: str,
-    since: datetime,
-    until: datetime,
-    keys: LabelKeys | None,
-    sample_rows: int,
-    seed: int,
-) -> BlockPart:
+def summarise_block(frame: pd.DataFrame, cut: WindowCut) -> BlockPart:
     import ray
 
     if not frame.empty:
-        frame = prediction_log.served(prediction_log.in_window(frame, since, until, model))
-    labelled = frame.iloc[0:0]
+        frame = prediction_log.served(prediction_log.in_window(frame, cut.since, cut.until, cut.model))
+    labelled, keys = frame.iloc[0:0], cut.keys
     if keys is not None and keys.column in frame:
         labelled = frame[frame[keys.column].isin(keys.values)]
     node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
-    summary, sample = profiles.summarise(frame, profile), keyed_sample(frame, sample_rows, seed)
+    summary, sample = profiles.summarise(frame, cut.profile), keyed_sample(frame, cut.sample_rows, cut.seed)
     return BlockPart(summary, len(frame), sample, labelled, node)
 
 

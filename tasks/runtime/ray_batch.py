@@ -76,21 +76,14 @@ class BlockScorer:
 def datasets(input_uri: str, settings: Settings) -> list[Any]:
     """The input files as Ray datasets, one per format (a CSV's inferred column types may differ from a
     Parquet file's, so they are scored apart rather than as one union)."""
-    import ray
-
     files = data.input_files(input_uri, settings)
     by_format: dict[str, list[str]] = {}
     for uri in files:
         by_format.setdefault(data.table_format(uri), []).append(uri)
     found = []
     for kind, uris in sorted(by_format.items()):
-        if kind == "parquet":
-            found.append(ray_cluster.read_parquet(uris, settings))
-        else:
-            paths = [storage.filesystem(uri, settings)[1] for uri in uris]
-            filesystem = ray_cluster.arrow_filesystem(uris[0], settings)
-            options = ray_cluster.missing_as_pandas_reads()
-            found.append(ray.data.read_csv(paths, filesystem=filesystem, convert_options=options))
+        read = ray_cluster.read_parquet if kind == "parquet" else ray_cluster.read_csv
+        found.append(read(uris, settings))
     return found
 
 

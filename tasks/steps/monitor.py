@@ -287,7 +287,8 @@ def check_drift(
         keys = ray_window.LabelKeys(column, labels[column].dropna().unique())
     files = prediction_log.window_files(settings, since, until, ctx.name)
     with ray_cluster.connected(ray_address):
-        window = ray_window.summarise_on_ray(files, settings, profile, ctx.name, since, until, keys, drift.REPORT_ROWS)
+        cut = ray_window.WindowCut(profile, ctx.name, since, until, keys, drift.REPORT_ROWS)
+        window = ray_window.summarise_on_ray(files, settings, cut)
     get_run_logger().info("drift summarised on Ray: %d rows on %d node(s)", window.rows, window.nodes)
     result = drift.check(reference_sample, window.sample, profile, drift_share, window.summary, rows=window.rows)
     return WindowDrift(result, join_labels(window.labelled, labels, label_key_given, ctx, labels_uri), window.nodes)

@@ -55,8 +55,19 @@ def read_parquet(uris: list[str], settings: Settings) -> Any:
     """Parquet files (all on one filesystem) as one Ray dataset."""
     import ray
 
-    paths = [storage.filesystem(uri, settings)[1] for uri in uris]
-    return ray.data.read_parquet(paths, filesystem=arrow_filesystem(uris[0], settings))
+    return ray.data.read_parquet(paths(uris, settings), filesystem=arrow_filesystem(uris[0], settings))
+
+
+def read_csv(uris: list[str], settings: Settings) -> Any:
+    """CSV files (all on one filesystem) as one Ray dataset, with missing values as pandas reads them."""
+    import ray
+
+    filesystem = arrow_filesystem(uris[0], settings)
+    return ray.data.read_csv(paths(uris, settings), filesystem=filesystem, convert_options=missing_as_pandas_reads())
+
+
+def paths(uris: list[str], settings: Settings) -> list[str]:
+    return [storage.filesystem(uri, settings)[1] for uri in uris]
 
 
 def missing_as_pandas_reads() -> Any:

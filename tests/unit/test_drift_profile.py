@@ -166,10 +166,8 @@ def test_the_ray_engines_blocks_merge_to_the_in_process_verdicts_over_the_same_w
 
     keys = ray_window.LabelKeys("request_id", np.array(["churn-champion-0000-7", "nowhere"]))
     edges = [0, 700, 2500, 2600, 7000, len(log)]
-    parts = [
-        ray_window.summarise_block(log.iloc[a:b], profile, "churn", since, until, keys, 400, seed=0)
-        for a, b in itertools.pairwise(edges)
-    ]
+    cut = ray_window.WindowCut(profile, "churn", since, until, keys, 400, seed=0)
+    parts = [ray_window.summarise_block(log.iloc[a:b], cut) for a, b in itertools.pairwise(edges)]
     window = ray_window.merge_parts(parts, 400)
     local = drift.check(reference, served, profile, 0.3)
     on_blocks = drift.check(reference, window.sample, profile, 0.3, window.summary, rows=window.rows)
