@@ -97,9 +97,10 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
             reasons=[reason],
         )
     profile, reference_sample = steps.reference_profile(ctx, settings)
-    labels = steps.load_labels(params.labels_uri, settings)
-    live = steps.live_primary(steps.join_labels(current, labels, params.label_key, ctx, params.labels_uri), ctx)
-    compared = steps.compare_variants(window_log, labels, params.label_key, ctx, params.labels_uri, params.comparison)
+    labels = steps.load_labels(params.labels_uri, params.label_key, settings)
+    labelled = steps.join_labels(current, labels, ctx)
+    live = steps.live_primary(labelled, ctx)
+    compared = steps.compare_variants(window_log, labels, ctx, params.comparison)
 
     # 2. report and decide
     drifted = steps.check_drift(
@@ -108,9 +109,8 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         profile,
         reference_sample,
         current,
+        labelled,
         labels,
-        params.label_key,
-        params.labels_uri,
         since,
         until,
         params.policy.drift_share,
@@ -193,10 +193,22 @@ def retrain_params(ctx: steps.Champion, data_uri: str, n_trials: int, declared: 
     return TrainParams.model_validate({**spec, **same_data})
 
 
+def summary(outcome: MonitorResult) -> str:
+    """What the shell prints: the window's verdicts, the live metric, and why it retrains or keeps."""
+    drifted = f" ({', '.join(outcome.drifted_columns)})" if outcome.drifted_columns else ""
+    live = "no labels joined" if outcome.live_primary is None else f"{outcome.live_primary:.4f}"
+    lines = [
+        f"{outcome.samples} predictions, drift share {outcome.drift_share}{drifted}, live primary {live}",
+        *outcome.variants,
+        f"retrain: {outcome.retrain}; reasons: {'; '.join(outcome.reasons) or 'none'}",
+    ]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     parsed = cli.parse(MonitorParams, None, __doc__)
     with shell_run():
         outcome = monitor(parsed)
-    print(f"{outcome.samples} predictions, drift share {outcome.drift_share}, retrain: {outcome.retrain}")
+    print(summary(outcome))
     if outcome.new_version:
         print(f"retrained v{outcome.new_version}: {'promoted' if outcome.promoted else 'kept the champion'}")

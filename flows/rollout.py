@@ -66,7 +66,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
     policy = params.policy
     client = registry.connect(settings)
     watched = steps.begin(client, name, params.version, actor)
-    labels = (None, params.labels_uri, params.label_key)
+    labels_at = (params.labels_uri, params.label_key)
     lines: list[str] = []
     passed: list[str] = []
     looks: list[Comparison] = []
@@ -80,7 +80,7 @@ def rollout(params: RolloutParams) -> RolloutResult:
                 if not approved.yes:
                     return finish(client, name, watched, "kept", approved.reasons, lines, passed, looks, approved.by)
             entered = steps.enter(client, name, stage, actor)
-            check, comparison = steps.hold(settings, name, watched, stage, entered, policy, labels, look)
+            check, comparison = steps.hold(settings, name, watched, stage, entered, policy, labels_at, look)
             looks += [comparison] if comparison is not None else []
             lines += check.reasons
             if check.status == "fail":

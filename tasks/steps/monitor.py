@@ -128,36 +128,44 @@ def load_window(
     return prediction_log.answered(prediction_log.read(settings, since, until, model=ctx.name, without=without))
 
 
+@dataclass(frozen=True)
+class LateLabels:
+    """Delayed ground truth, the column it joins on as given (None: label_key chooses) and where it was read."""
+
+    rows: pd.DataFrame
+    key: str | None
+    uri: str
+
+
 @step(**IO_RETRIES)
-def load_labels(labels_uri: str | None, settings: Settings) -> pd.DataFrame | None:
+def load_labels(labels_uri: str | None, key: str | None, settings: Settings) -> LateLabels | None:
     """Delayed ground truth: a single file, or every CSV/Parquet file under a prefix; None without a URI."""
     if not labels_uri:
         return None
-    return pd.concat(
+    rows = pd.concat(
         [data.load_table(uri, settings) for uri in data.input_files(labels_uri, settings)], ignore_index=True
     )
+    return LateLabels(rows, key, labels_uri)
 
 
-def join_labels(
-    current: pd.DataFrame, labels: pd.DataFrame | None, key: str | None, ctx: Champion, labels_uri: str | None
-) -> pd.DataFrame:
-    """The labels (load_labels') joined on the request id or an entity key; rows without a label are dropped."""
+def join_labels(current: pd.DataFrame, labels: LateLabels | None, ctx: Champion) -> pd.DataFrame:
+    """The labels joined on the request id or an entity key; rows without a label are dropped."""
     if labels is None or current.empty:
         return current.iloc[0:0]
-    key = label_key(labels, key, ctx, labels_uri)
+    key = label_key(labels, ctx)
     if key not in current.columns:
         raise ValueError(f"join key {key!r} is not in the prediction log; send it with each request")
-    labels = labels[[key, ctx.contract.target]].drop_duplicates(subset=[key], keep="last")
-    return current.drop(columns=[ctx.contract.target], errors="ignore").merge(labels, on=key, how="inner")
+    truth = labels.rows[[key, ctx.contract.target]].drop_duplicates(subset=[key], keep="last")
+    return current.drop(columns=[ctx.contract.target], errors="ignore").merge(truth, on=key, how="inner")
 
 
-def label_key(labels: pd.DataFrame, key: str | None, ctx: Champion, labels_uri: str | None) -> str:
+def label_key(labels: LateLabels, ctx: Champion) -> str:
     """The column the labels join on: as given, else request_id when the labels have it, else the first id."""
-    target, id_columns = ctx.contract.target, ctx.contract.id_columns
-    key = key or ("request_id" if "request_id" in labels.columns else (id_columns or ["request_id"])[0])
-    missing = [c for c in (key, target) if c not in labels.columns]
+    target, id_columns, columns = ctx.contract.target, ctx.contract.id_columns, labels.rows.columns
+    key = labels.key or ("request_id" if "request_id" in columns else (id_columns or ["request_id"])[0])
+    missing = [c for c in (key, target) if c not in columns]
     if missing:
-        raise ValueError(f"{labels_uri}: labels need columns {missing} (join key and target)")
+        raise ValueError(f"{labels.uri}: labels need columns {missing} (join key and target)")
     return key
 
 
@@ -214,10 +222,8 @@ class VariantReport:
 
 def compare_variants(
     window: pd.DataFrame,
-    labels: pd.DataFrame | None,
-    label_key: str | None,
+    labels: LateLabels | None,
     ctx: Champion,
-    labels_uri: str | None,
     policy: variants.ComparisonPolicy,
     look: int = 1,
 ) -> list[VariantReport]:
@@ -234,7 +240,7 @@ def compare_variants(
         seen = variants.agreement(
             pairs["prediction"], shadow["prediction"], primary_output_of(pairs, ctx), primary_output_of(shadow, ctx)
         )
-        labelled = join_labels(pairs, labels, label_key, ctx, labels_uri)
+        labelled = join_labels(pairs, labels, ctx)
         truth, champion = labelled_outputs(labelled, ctx)
         _, challenger = labelled_outputs(variants.challenger_side(labelled), ctx)
         comparison = variants.compare_paired(truth, champion, challenger, task, policy, look, positive)
@@ -242,7 +248,7 @@ def compare_variants(
         reports.append(VariantReport("shadow", version, len(pairs), seen, comparison))
     arms = {v: window[window["variant"] == v].reset_index(drop=True) for v in ("champion", "challenger")}
     if len(arms["challenger"]):
-        sides = [labelled_outputs(join_labels(arms[v], labels, label_key, ctx, labels_uri), ctx) for v in arms]
+        sides = [labelled_outputs(join_labels(arms[v], labels, ctx), ctx) for v in arms]
         comparison = variants.compare_unpaired(*sides[0], *sides[1], task, policy, look, positive)
         version = str(arms["challenger"]["model_version"].iloc[0])
         reports.append(VariantReport("challenger", version, len(arms["challenger"]), None, comparison))
@@ -263,9 +269,8 @@ def check_drift(
     profile: profiles.ReferenceProfile,
     reference_sample: pd.DataFrame,
     current: pd.DataFrame,
-    labels: pd.DataFrame | None,
-    label_key_given: str | None,
-    labels_uri: str | None,
+    labelled: pd.DataFrame,
+    labels: LateLabels | None,
     since: datetime,
     until: datetime,
     drift_share: float,
@@ -273,25 +278,27 @@ def check_drift(
     ray_address: str | None = None,
 ) -> WindowDrift:
     """The drift verdicts on every served row of the window, in this process on `current` (read with its
-    inputs), or on Ray Data (`current` read without them): the log's blocks are summarised where Ray puts
-    them, and only their summaries, a sample for the report and the labelled rows come back here."""
-    if engine == "local" or profile.needs_rows:
-        if engine == "ray":  # Evidently's small-sample tests need the window's rows themselves
-            get_run_logger().info("a reference of at most 1,000 rows: the window is read here, not on Ray")
-            current = prediction_log.served(load_window.fn(ctx, settings, since, until))
+    inputs, and `labelled`: those rows joined to the labels), or on Ray Data (`current` read without them):
+    the log's blocks are summarised where Ray puts them, and only their summaries, a sample for the report
+    and the labelled rows with their inputs come back here."""
+    if engine == "local":
+        return WindowDrift(drift.check(reference_sample, current, profile, drift_share), labelled)
+    if profile.needs_rows:  # Evidently's small-sample tests need the window's rows themselves
+        get_run_logger().info("a reference of at most 1,000 rows: the window is read here, not on Ray")
+        current = prediction_log.served(load_window.fn(ctx, settings, since, until))
         result = drift.check(reference_sample, current, profile, drift_share)
-        return WindowDrift(result, join_labels(current, labels, label_key_given, ctx, labels_uri))
+        return WindowDrift(result, join_labels(current, labels, ctx))
     keys = None
     if labels is not None:
-        column = label_key(labels, label_key_given, ctx, labels_uri)
-        keys = ray_window.LabelKeys(column, labels[column].dropna().unique())
+        column = label_key(labels, ctx)
+        keys = ray_window.LabelKeys(column, labels.rows[column].dropna().unique())
     files = prediction_log.window_files(settings, since, until, ctx.name)
     with ray_cluster.connected(ray_address):
         cut = ray_window.WindowCut(profile, ctx.name, since, until, keys, drift.REPORT_ROWS)
         window = ray_window.summarise_on_ray(files, settings, cut)
     get_run_logger().info("drift summarised on Ray: %d rows on %d node(s)", window.rows, window.nodes)
     result = drift.check(reference_sample, window.sample, profile, drift_share, window.summary, rows=window.rows)
-    return WindowDrift(result, join_labels(window.labelled, labels, label_key_given, ctx, labels_uri), window.nodes)
+    return WindowDrift(result, join_labels(window.labelled, labels, ctx), window.nodes)
 
 
 @step(**IO_RETRIES)

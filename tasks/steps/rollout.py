@@ -81,9 +81,7 @@ def observe(log: pd.DataFrame, watched: Watched, stage: Step, entered: datetime)
 
 def verdict(
     log: pd.DataFrame,
-    labels: pd.DataFrame | None,
-    label_key: str | None,
-    labels_uri: str | None,
+    labels: monitor.LateLabels | None,
     watched: Watched,
     policy: RolloutPolicy,
     look: int,
@@ -94,7 +92,7 @@ def verdict(
         return None
     answered = prediction_log.answered(log)
     mine = answered[(answered["model_version"] == watched.version) | (answered["variant"] == "champion")]
-    reports = monitor.compare_variants(mine, labels, label_key, watched.champion, labels_uri, policy.looks(), look)
+    reports = monitor.compare_variants(mine, labels, watched.champion, policy.looks(), look)
     by_variant = {report.variant: report.comparison for report in reports}
     return by_variant.get("shadow") or by_variant.get("challenger")
 
@@ -106,13 +104,13 @@ def hold(
     stage: Step,
     entered: datetime,
     policy: RolloutPolicy,
-    labels: tuple[pd.DataFrame | None, str | None, str | None],
+    labels_at: tuple[str | None, str | None],
     look: int,
 ) -> tuple[StepCheck, Comparison | None]:
     """Check the step every `check_every_s` until it fails or passes; a passed step then takes its look at the
     labels (loaded once per look: label files may keep arriving)."""
     logger = get_run_logger()
-    labels_uri, label_key = labels[1], labels[2]
+    labels_uri, label_key = labels_at
     while True:
         time.sleep(policy.check_every_s)
         try:
@@ -127,8 +125,8 @@ def hold(
             continue
         if check.status == "fail":
             return check, None
-        found = monitor.load_labels(labels_uri, settings) if labels_uri else None
-        comparison = verdict(log, found, label_key, labels_uri, watched, policy, look)
+        found = monitor.load_labels(labels_uri, label_key, settings)
+        comparison = verdict(log, found, watched, policy, look)
         return policy_checks.with_verdict(check, comparison, stage), comparison
 
 

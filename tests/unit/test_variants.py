@@ -137,15 +137,15 @@ def test_the_monitor_step_judges_a_shadow_and_an_a_b_challenger_on_the_late_labe
     pd.DataFrame({"request_id": ids, "churned": (truth == "Yes").astype(int)}).to_parquet(tmp_path / "labels.parquet")
     champion = Champion("churn", "1", "run", binary_contract(), 0.8)
     uri = str(tmp_path / "labels.parquet")
-    labels = load_labels.fn(uri, get_settings())
+    labels = load_labels.fn(uri, None, get_settings())
     policy = ComparisonPolicy(min_labelled=300, resamples=500)
-    (shadow,) = compare_variants(shadowed, labels, None, champion, uri, policy)
+    (shadow,) = compare_variants(shadowed, labels, champion, policy)
     assert (shadow.variant, shadow.version, shadow.records, shadow.comparison.kind) == ("shadow", "2", 1500, "paired")
     assert shadow.comparison.verdict == "better" and shadow.agreement.records == 1500, shadow.line()
-    (ab,) = compare_variants(split, labels, None, champion, uri, policy)
+    (ab,) = compare_variants(split, labels, champion, policy)
     assert (ab.variant, ab.version, ab.comparison.labelled) == ("challenger", "3", (750, 750))
     assert ab.comparison.verdict == "better", ab.line()
-    (unlabelled,) = compare_variants(shadowed, None, None, champion, None, policy)
+    (unlabelled,) = compare_variants(shadowed, None, champion, policy)
     assert unlabelled.comparison.verdict == "unknown" and "0 labelled records" in unlabelled.comparison.reason
 
 
