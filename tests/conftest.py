@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
+# Every Ray instance the tests start is a throwaway on loopback: token auth off for the whole session. Ray caches
+# the mode per process and turns it on for a new local instance once ~/.ray/auth_token exists (any earlier
+# `ray.init()` on the machine writes it), so a mode set by one test would leave the next at odds with its own
+# cluster. The stack's processes get token auth and their own token explicitly (deployments/stack.py).
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 @pytest.fixture(scope="session")

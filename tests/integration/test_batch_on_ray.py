@@ -22,15 +22,13 @@ from tests.local_ray import free_port
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-NO_AUTH = {"RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on loopback; the stack shows token auth
 
 
 def start_node(args: list[str], temp_dir: Path) -> subprocess.Popen:
     command = [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", "--num-cpus", "2", *args]
     command += ["--object-store-memory", str(200 * 1024**2)]
     log = (temp_dir / f"node-{len(list(temp_dir.glob('node-*.log')))}.log").open("w")
-    env = {**os.environ, **NO_AUTH}
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_node(node: subprocess.Popen) -> None:
@@ -71,7 +69,6 @@ def wait_for_nodes(address: str, count: int, logs: Path, timeout_s: float = 120)
     while True:
         status = subprocess.run(
             [str(BIN / "ray"), "status", "--address", address],
-            env={**os.environ, **NO_AUTH},
             capture_output=True,
             text=True,
         )
@@ -114,7 +111,7 @@ def with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
-    prefect_server, settings, inbox, tmp_path, cluster, monkeypatch
+    prefect_server, settings, inbox, tmp_path, cluster
 ):
     """Trained on a CSV with gaps, and scoring one: both engines read missing text and blank numbers as training
     did (Arrow's CSV reader alone reads empty text as "" and a blank number as text; Ray's pandas batches hold
@@ -124,7 +121,6 @@ def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
     from tasks.demo import ID_COLUMN, TARGET, generate
     from tasks.store import prediction_log
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     with_gaps(generate(n_rows=600, seed=59)).to_csv(tmp_path / "customers.csv", index=False)
     with_gaps(generate(n_rows=500, seed=63).drop(columns=[TARGET])).to_csv(inbox / "d.csv", index=False)
     trained = train(
@@ -168,13 +164,12 @@ def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
 
 
 def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(
-    prefect_server, settings, inbox, tmp_path, cluster, monkeypatch
+    prefect_server, settings, inbox, tmp_path, cluster
 ):
     from flows.batch_predict import BatchParams, batch_predict
     from flows.train import TrainParams, train
     from tasks.model import schemas
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
     bad = pd.read_parquet(inbox / "b.parquet")
     bad.loc[450, "contract"] = "lifetime"
@@ -188,7 +183,7 @@ def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(
 
 
 def test_the_monitor_summarises_the_window_on_ray_with_the_in_process_verdicts(
-    prefect_server, settings, tmp_path, cluster, monkeypatch
+    prefect_server, settings, tmp_path, cluster
 ):
     """A drifted window logged by batch scoring (many parts), monitored with both engines: the same verdicts,
     samples and live metric; on Ray the driver reads no inputs, and a retrain still gets the labelled rows'
@@ -201,7 +196,6 @@ def test_the_monitor_summarises_the_window_on_ray_with_the_in_process_verdicts(
     from tasks.demo import ID_COLUMN, TARGET, generate
     from tasks.monitoring.policy import MonitorPolicy
 
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     assert train(TrainParams(demo_rows=3000, n_trials=2, cv_folds=2)).promoted
     inbox = tmp_path / "drifted"
     inbox.mkdir()
