@@ -124,6 +124,7 @@ def monitor(params: MonitorParams | None = None) -> MonitorResult:
         drift_share=result.drift_share,
         live_primary=live,
         champion_primary=ctx.test_primary,
+        labelled=len(drifted.labelled),
         retrains=retrains,
         now=until,
         policy=params.policy,

@@ -34,6 +34,7 @@ def decide(
     drift_share: float,
     live_primary: float | None,
     champion_primary: float | None,
+    labelled: int,
     retrains: list[datetime],
     now: datetime,
     policy: MonitorPolicy,
@@ -74,6 +75,17 @@ def decide(
         return MonitorDecision(
             False,
             [*reasons, f"skipped: {len(today)} retrains in the last 24 h, at most {policy.max_retrains_per_day}"],
+            drifted,
+            dropped,
+        )
+    if labelled == 0:  # a retrain adds the window's labelled rows to the champion's own training data
+        return MonitorDecision(
+            False,
+            [
+                *reasons,
+                "no retrain: no labelled predictions in the window, so a retrain would learn from the champion's "
+                "training data alone; send late labels (labels_uri) to retrain on what was served",
+            ],
             drifted,
             dropped,
         )

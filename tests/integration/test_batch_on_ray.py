@@ -163,9 +163,7 @@ def test_the_ray_engine_scores_a_prefix_on_both_nodes_as_the_local_engine_does(
     assert len(log) == 2 * 3400 and set(log["variant"]) == {"batch"}
 
 
-def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(
-    prefect_server, settings, inbox, tmp_path, cluster
-):
+def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(prefect_server, settings, inbox, tmp_path, cluster):
     from flows.batch_predict import BatchParams, batch_predict
     from flows.train import TrainParams, train
     from tasks.model import schemas

@@ -109,8 +109,11 @@ def test_drift_runs_the_training_subflow_and_emits_events(champion, settings, cl
 
 
 def test_retrain_via_event_hands_training_to_the_deployment(champion, settings, client, prefect_server):
-    serve_traffic(settings, 600, drift=1.0, seed=107, at=NOW)
-    params = window(cooldown_hours=0).model_copy(update={"retrain_via": "event"})
+    labels = serve_traffic(settings, 600, drift=1.0, seed=107, at=NOW)
+    labels_path = settings.local_state_dir / "labels.csv"
+    labels.iloc[::2].to_csv(labels_path, index=False)
+    update = {"retrain_via": "event", "labels_uri": str(labels_path), "label_key": "customer_id"}
+    params = window(cooldown_hours=0).model_copy(update=update)
     started = datetime.now(UTC)  # the session's server also holds the drift events of earlier tests
     result = monitor(params)
     assert result.retrain and result.new_version is None, "no subflow: the deployment trains"
@@ -128,7 +131,18 @@ def test_retrain_via_event_hands_training_to_the_deployment(champion, settings, 
     assert event["resource"]["tabloop.retrain"] == "requested"  # what the retrain-on-drift trigger matches
     asked = TrainParams.model_validate(event["payload"]["retrain_params"])  # what the deployment will receive
     assert asked.n_trials == 3 and asked.target == TARGET
-    assert pd.read_parquet(asked.data_uri).shape[0] == 800, "the reference (no labels came in this window)"
+    assert pd.read_parquet(asked.data_uri).shape[0] == 800 + 300, "the reference plus the labelled half"
+
+
+def test_drift_without_labels_keeps_the_champion_and_asks_for_labels(champion, settings, client):
+    """A retrain adds the window's labelled rows to the champion's training data: with none, it would learn the
+    same data again, so the drift is reported and nothing is trained."""
+    serve_traffic(settings, 600, drift=1.0, seed=109, at=NOW)
+    result = monitor(window(cooldown_hours=0))
+    assert result.drift_share >= 0.3 and result.drifted_columns and not result.retrain
+    assert "no labelled predictions in the window" in result.reasons[-1]
+    assert result.new_version is None
+    assert [v.version for v in client.search_model_versions(f"name = '{settings.model_name}'")] == [1]
 
 
 def test_late_labels_give_live_metrics(champion, settings):

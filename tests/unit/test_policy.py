@@ -18,6 +18,7 @@ def run(**overrides):
         "drift_share": 0.0,
         "live_primary": None,
         "champion_primary": 0.8,
+        "labelled": 300,
         "retrains": [],
         "now": NOW,
         "policy": POLICY,
@@ -56,3 +57,10 @@ def test_cooldown_and_daily_cap_skip_with_reason():
     )
     assert not capped.retrain and "2 retrains in the last 24 h" in capped.reasons[-1]
     assert run(drift_share=0.9, retrains=[NOW - timedelta(hours=30)]).retrain
+
+
+def test_drift_without_labelled_rows_keeps_the_champion_and_says_why():
+    decision = run(drift_share=0.9, labelled=0)
+    assert not decision.retrain and decision.drift_detected
+    assert "no labelled predictions in the window" in decision.reasons[-1]
+    assert run(drift_share=0.9, labelled=1).retrain
