@@ -54,7 +54,7 @@ class BatchParams(BaseModel):
         None,
         description="engine ray: a running cluster (e.g. auto, ray://head:10001); default RAY_ADDRESS, else local.",
     )
-    actors: int | None = Field(None, ge=1, description="engine ray: scoring actors (default: one per 2 CPUs).")
+    actors: int | None = Field(None, ge=1, description="engine ray: scoring actors (default: one per CPU).")
 
 
 class BatchResult(BaseModel):
@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--actors",
         type=int,
-        help="engine ray: scoring actors, one CPU and one OpenMP thread each (default: one per 2 CPUs, two threads "
-        "each); leave a CPU for reading",
+        help="engine ray: scoring actors, each asking for half a CPU and using one OpenMP thread (default: one "
+        "per CPU); more than twice the CPUs less one leaves the reads no CPU",
     )
     args = parser.parse_args(argv)
     params = BatchParams(

@@ -20,6 +20,11 @@ from tasks.settings import Settings
 from tasks.store import data, ray_cluster, storage
 
 ACTOR_START_TIMEOUT_S = 600
+# One model call per actor at a time, on one OpenMP thread (Ray sets no thread count for a fractional CPU):
+# many single-threaded actors run the Python around the model call (validation, writing the part and the log)
+# side by side, where fewer two-threaded ones leave a core idle through it (benchmarks/README.md, session 18).
+ACTOR_CPUS = 0.5
+ACTOR_THREADS = "1"
 
 
 class BlockScorer:
@@ -87,14 +92,13 @@ def datasets(input_uri: str, settings: Settings) -> list[Any]:
     return found
 
 
-def default_pool() -> tuple[int, int]:
-    """One scoring actor per two CPUs of the cluster, at least one, and the OpenMP threads each model call may
-    use: both CPUs of its pair. An actor holds one CPU, leaving the other to the read tasks; the model call
-    and the reads rarely peak together, and one thread left the second CPU idle through every model call."""
+def default_pool() -> int:
+    """One scoring actor per CPU of the cluster, at least one. Each asks Ray for half a CPU (ACTOR_CPUS), so
+    the read tasks keep the other half of the logical CPUs: scoring is where the cores go, and a read task
+    that cannot be scheduled stalls the whole pipeline."""
     import ray
 
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    return max(1, cpus // 2), 2 if cpus >= 2 else 1
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def score_on_ray(
@@ -108,11 +112,8 @@ def score_on_ray(
     (the original error, not Ray's wrapper around it)."""
     import ray
 
-    # an explicit pool keeps Ray's one OpenMP thread per actor CPU: its size says how the CPUs are shared
-    pool, threads = (actors, 1) if actors else default_pool()
-    actor_env = ray_cluster.forwarded_env()
-    if threads > 1:
-        actor_env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(threads))
+    pool = actors or default_pool()
+    actor_env = {**ray_cluster.forwarded_env(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ACTOR_THREADS)}
     staged: list[batch.StagedPart] = []
     # scoring starts once every actor has loaded the model: a node that cannot reach the registry fails the run
     # at once, and the first actor up does not take every batch while the others load
@@ -129,7 +130,7 @@ def score_on_ray(
             batch_size=chunk_rows,
             batch_format="pyarrow",
             concurrency=pool,
-            num_cpus=1,
+            num_cpus=ACTOR_CPUS,
             # one actor per node before two on one (Ray Data's own SPREAD default is for its tasks, not actors);
             # Ray 2.60 warns that this keyword is deprecated, with no named replacement yet
             scheduling_strategy="SPREAD",
