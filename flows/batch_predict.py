@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         "--actors",
         type=int,
         help="engine ray: scoring actors, each asking for half a CPU and using one OpenMP thread (default: one "
-        "per CPU); more than twice the CPUs less one leaves the reads no CPU",
+        "per CPU); at most twice the CPUs less two, as a reader needs a whole CPU free",
     )
     args = parser.parse_args(argv)
     params = BatchParams(
