@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from tasks import demo
 from tasks.ops.shell import shell_run
-from tasks.runtime import batch
+from tasks.runtime import batch, ray_batch
 from tasks.runtime.loaded import load_version, resolve_alias
 from tasks.settings import Settings, get_settings
 from tasks.store import data, features, ray_cluster, registry, storage
@@ -127,11 +127,11 @@ def in_process(params: BatchParams, settings: Settings, job: ScoringJob) -> list
 
 
 def on_ray(params: BatchParams, settings: Settings, job: ScoringJob) -> list[batch.StagedPart]:
-    from tasks.runtime import ray_batch
-
-    with ray_cluster.connected(params.ray_address):
+    with ray_cluster.connected(params.ray_address) as started_here:
         scorer = {**asdict(job), "log": params.log_predictions, "source": params.input_uri}
-        staged = ray_batch.score_on_ray(params.input_uri, settings, scorer, params.chunk_rows, params.actors)
+        staged = ray_batch.score_on_ray(
+            params.input_uri, settings, scorer, params.chunk_rows, params.actors, fixed_cluster=started_here
+        )
     get_run_logger().info("scored %d rows in %d parts on Ray", sum(p.rows for p in staged), len(staged))
     return staged
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
         "--actors",
         type=int,
         help="engine ray: scoring actors, each asking for half a CPU and using one OpenMP thread (default: one "
-        "per CPU); at most twice the CPUs less two, as a reader needs a whole CPU free",
+        "per CPU); at most twice the CPUs less two, as Ray Data's read tasks need a whole CPU beside them",
     )
     args = parser.parse_args(argv)
     params = BatchParams(
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         ray_address=args.ray_address,
         actors=args.actors,
     )
-    with shell_run(more_user_errors=(batch.OutputTaken,)):
+    with shell_run(more_user_errors=(batch.OutputTaken, ray_batch.PoolTooLarge)):
         result = batch_predict(params)
     print(f"scored {result.rows} rows with v{result.model_version} into {result.output_uri} ({result.parts} parts)")
 

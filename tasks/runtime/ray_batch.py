@@ -6,9 +6,11 @@ The connection, the actors' environment and the filesystem they read through: ta
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,12 +21,14 @@ from tasks.runtime import batch
 from tasks.settings import Settings
 from tasks.store import data, ray_cluster, storage
 
+log = logging.getLogger(__name__)
 ACTOR_START_TIMEOUT_S = 600
 # One model call per actor at a time, on one OpenMP thread (Ray sets no thread count for a fractional CPU):
 # many single-threaded actors run the Python around the model call (validation, writing the part and the log)
 # side by side, where fewer two-threaded ones leave a core idle through it (benchmarks/README.md, session 18).
 ACTOR_CPUS = 0.5
 ACTOR_THREADS = "1"
+TASK_CPUS = 1.0  # what Ray Data's listing and read tasks ask for
 
 
 class BlockScorer:
@@ -92,13 +96,43 @@ def datasets(input_uri: str, settings: Settings) -> list[Any]:
     return found
 
 
-def default_pool() -> int:
-    """One scoring actor per CPU of the cluster, at least one. Each asks Ray for half a CPU (ACTOR_CPUS), so
-    the read tasks keep the other half of the logical CPUs: scoring is where the cores go, and a read task
-    that cannot be scheduled stalls the whole pipeline."""
-    import ray
+class PoolTooLarge(ValueError):
+    """More scoring actors than the cluster's CPUs can hold beside a read task: the run would wait for good."""
 
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+@dataclass(frozen=True)
+class Pool:
+    actors: int
+    actor_cpus: float  # what each actor asks Ray for
+
+
+def plan_pool(actors: int | None, cluster_cpus: float) -> Pool:
+    """The scoring actors (default: one per CPU) on a cluster that cannot grow.
+
+    Each actor asks for ACTOR_CPUS, and Ray Data's listing and read tasks for a whole CPU each, which must stay
+    free beside the actors: a task that cannot be scheduled stalls the whole pipeline. So at most twice the
+    CPUs less two actors; on a cluster of under two CPUs, one actor asking for what the tasks leave."""
+    most = max(1, int(2 * cluster_cpus - 2))
+    pool = actors or min(max(1, int(cluster_cpus)), most)
+    if pool > most:
+        raise PoolTooLarge(
+            f"{pool} scoring actors ask for {pool * ACTOR_CPUS:g} CPUs, and Ray Data's read tasks beside them for "
+            f"{TASK_CPUS:g}; the cluster has {cluster_cpus:g} CPUs: at most {most} actors fit"
+        )
+    return Pool(pool, min(ACTOR_CPUS, max(0.0, (cluster_cpus - TASK_CPUS) / pool)))
+
+
+def pool_for_cluster(actors: int | None, cluster_cpus: float, fixed: bool) -> Pool:
+    """plan_pool on a cluster that cannot grow. On one that may (an autoscaler adds nodes for what is asked),
+    the actors always ask for ACTOR_CPUS, and a pool too large for the cluster as it is now is only a warning."""
+    if fixed:
+        return plan_pool(actors, cluster_cpus)
+    pool = actors or max(1, int(cluster_cpus))
+    try:
+        plan_pool(pool, cluster_cpus)
+    except PoolTooLarge as err:
+        log.warning("%s now; the run waits until the cluster has grown", err)
+    return Pool(pool, ACTOR_CPUS)
 
 
 def score_on_ray(
@@ -107,12 +141,14 @@ def score_on_ray(
     scorer_args: dict[str, Any],
     chunk_rows: int,
     actors: int | None,
+    fixed_cluster: bool = False,
 ) -> list[batch.StagedPart]:
     """Every input row scored by the actor pool; a batch that fails validation stops the run with its problems
-    (the original error, not Ray's wrapper around it)."""
+    (the original error, not Ray's wrapper around it). `fixed_cluster`: Ray's CPUs cannot grow (a local
+    instance), so a pool that does not fit is refused at once (PoolTooLarge)."""
     import ray
 
-    pool = actors or default_pool()
+    pool = pool_for_cluster(actors, ray.cluster_resources().get("CPU", 0), fixed_cluster)
     actor_env = {**ray_cluster.forwarded_env(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ACTOR_THREADS)}
     staged: list[batch.StagedPart] = []
     # scoring starts once every actor has loaded the model: a node that cannot reach the registry fails the run
@@ -129,8 +165,8 @@ def score_on_ray(
             fn_constructor_kwargs=scorer_args,
             batch_size=chunk_rows,
             batch_format="pyarrow",
-            concurrency=pool,
-            num_cpus=ACTOR_CPUS,
+            concurrency=pool.actors,
+            num_cpus=pool.actor_cpus,
             # one actor per node before two on one (Ray Data's own SPREAD default is for its tasks, not actors);
             # Ray 2.60 warns that this keyword is deprecated, with no named replacement yet
             scheduling_strategy="SPREAD",

@@ -25,21 +25,23 @@ def forwarded_env() -> dict[str, str]:
 
 
 @contextmanager
-def connected(address: str | None) -> Iterator[None]:
+def connected(address: str | None) -> Iterator[bool]:
     """Ray as this process already has it, else the cluster at `address` (or RAY_ADDRESS), else a local
-    instance for this run; disconnected at the end only when connected here."""
+    instance for this run; disconnected at the end only when connected here. Yields whether that local instance
+    was started: its CPUs are all there will be (a cluster's autoscaler may add nodes)."""
     import ray
 
     # Ray Data's usage report asks a Prometheus on localhost:9090 for cluster counters and logs a traceback
     # per query when there is none; the project sends no usage stats anyway
     os.environ.setdefault("RAY_DATA_USAGE_DISABLED", "1")
     if ray.is_initialized():
-        yield
+        yield False
         return
     # "local": a new instance, never a cluster a `ray start` on this machine left its address for
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", log_to_driver=False)
+    target = address or os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=target, log_to_driver=False)
     try:
-        yield
+        yield target == "local"
     finally:
         ray.shutdown()
 

@@ -180,6 +180,20 @@ def test_a_bad_block_on_ray_stops_the_run_and_commits_nothing(prefect_server, se
     assert not output.exists() or not any(output.rglob("*")), "nothing committed, nothing staged left"
 
 
+def test_a_pool_the_local_ray_cannot_hold_is_refused_at_once(prefect_server, settings, inbox, tmp_path):
+    """Without an address the run starts its own Ray, whose CPUs will not grow: a pool that leaves Ray Data's
+    read tasks no CPU would wait for good, so it is refused before anything is read."""
+    from flows.batch_predict import BatchParams, batch_predict
+    from flows.train import TrainParams, train
+    from tasks.runtime.ray_batch import PoolTooLarge
+
+    train(TrainParams(demo_rows=600, n_trials=2, cv_folds=2))
+    output = tmp_path / "too-many"
+    with pytest.raises(PoolTooLarge, match=r"1000 scoring actors .* the cluster has \d+ CPUs: at most \d+ actors fit"):
+        batch_predict(BatchParams(input_uri=str(inbox), output_uri=str(output), engine="ray", actors=1000))
+    assert not output.exists() or not any(output.rglob("*"))
+
+
 def test_the_monitor_summarises_the_window_on_ray_with_the_in_process_verdicts(
     prefect_server, settings, tmp_path, cluster
 ):
