@@ -183,6 +183,13 @@ def main() -> None:
         f"  CPU, bare / flow (medians)           {bare_c:5.1f} / {flow_c:.1f} s = {flow_c / bare_c:.2f}x  (flow: this "
         f"process plus Prefect's server process, {statistics.median(server_cpu):.1f} s; sklearn uses both cores)"
     )
+    # CPU seconds move less than wall time when something else shares the machine: pairs whose wall ratio
+    # strays while their CPU ratio does not were slowed from outside, not by the flow
+    cpu_pairs = [f / b for f, b in zip(flow_cpu, bare_cpu, strict=True)]
+    print(
+        f"  CPU ratio, median of pairs           {statistics.median(cpu_pairs):8.2f}x  "
+        f"(each pair: {[round(r, 2) for r in cpu_pairs]})"
+    )
     print(f"  first flow run of the process        {flow_times[0]:8.1f} s  (first use of pandera, skops...)")
     print(f"  Prefect one-off start (apart)        {prefect_start_s:8.1f} s")
     print(f"  MLflow store creation (apart)        {mlflow_store_s:8.1f} s")
