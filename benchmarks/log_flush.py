@@ -8,7 +8,7 @@ flight wait for it, so its time shows in their tail latency. Times, for the same
 binary classifier's outputs, as the demo model logs them):
 (a) ours: prediction_log.table_from_chunks;
 (b) pandas: a frame per chunk, concatenated, then pa.Table.from_pandas, as one would write it by hand.
-Prints the medians of --repeat alternating runs and the ratio. Both tables hold the same rows.
+Prints the medians of --repeat alternating runs and the ratio. Both tables hold as many rows as were logged.
 """
 
 from __future__ import annotations

@@ -106,6 +106,11 @@ class Pool:
     actor_cpus: float  # what each actor asks Ray for
 
 
+def default_actors(cluster_cpus: float) -> int:
+    """One scoring actor per CPU, at least one (never more than plan_pool lets fit)."""
+    return max(1, int(cluster_cpus))
+
+
 def plan_pool(actors: int | None, cluster_cpus: float) -> Pool:
     """The scoring actors (default: one per CPU) on a cluster that cannot grow.
 
@@ -113,7 +118,7 @@ def plan_pool(actors: int | None, cluster_cpus: float) -> Pool:
     free beside the actors: a task that cannot be scheduled stalls the whole pipeline. So at most twice the
     CPUs less two actors; on a cluster of under two CPUs, one actor asking for what the tasks leave."""
     most = max(1, int(2 * cluster_cpus - 2))
-    pool = actors or min(max(1, int(cluster_cpus)), most)
+    pool = actors or default_actors(cluster_cpus)
     if pool > most:
         raise PoolTooLarge(
             f"{pool} scoring actors ask for {pool * ACTOR_CPUS:g} CPUs, and Ray Data's read tasks beside them for "
@@ -127,7 +132,7 @@ def pool_for_cluster(actors: int | None, cluster_cpus: float, fixed: bool) -> Po
     the actors always ask for ACTOR_CPUS, and a pool too large for the cluster as it is now is only a warning."""
     if fixed:
         return plan_pool(actors, cluster_cpus)
-    pool = actors or max(1, int(cluster_cpus))
+    pool = actors or default_actors(cluster_cpus)
     try:
         plan_pool(pool, cluster_cpus)
     except PoolTooLarge as err:
